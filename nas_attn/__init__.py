@@ -1,0 +1,12 @@
+"""nas-attn: neural architecture search over attention placement in compact CNNs."""
+
+from nas_attn.arch import Arch, Placement, build_model
+from nas_attn.complexity import complexity
+from nas_attn.errors import ArchError, DataError, ModuleConfigError, NasAttnError, SpaceError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arch", "ArchError", "DataError", "ModuleConfigError", "NasAttnError", "Placement", "SpaceError",
+    "build_model", "complexity",
+]

@@ -1,0 +1,237 @@
+"""Arch and Placement (SPEC sections 1 and 5): JSON round-trip, validation, and :func:`build_model`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas_attn.backbones import OPS, Position, get_backbone
+from nas_attn.errors import ArchError, ModuleConfigError
+from nas_attn.modules import create, get_entry, resolve_groups
+from nas_attn.modules.csm import CSM_MAX_POSITIONS
+
+_OP_SHORT = {"insert": "", "substitute": "/sub", "inside": "/in"}
+
+
+@dataclass
+class Placement:
+    """One attention module placed at a numbered position.
+
+    Attributes:
+        position: layer number of the backbone (SPEC section 2).
+        module: registered module name (see :func:`nas_attn.modules.list_modules`).
+        op: ``insert`` (after the layer, written ``k:1``), ``substitute`` (replaces the layer, ``k``) or
+            ``inside`` (end of the layer's residual branch, before the skip addition).
+        groups: channel groups for modules that take them; ``None`` = the module's default.
+        args: extra keyword arguments of the module (e.g. ``{"reduction": 8}``).
+    """
+
+    position: int
+    module: str
+    op: str = "insert"
+    groups: int | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def short(self) -> str:
+        """Compact form: ``14:ulsam/g4/sub`` (substitute), ``17:1 ulsam/g4`` (insert), ``5:se/in`` (inside)."""
+        g = f"/g{self.groups}" if self.groups is not None else ""
+        if self.op == "insert":
+            return f"{self.position}:1 {self.module}{g}"
+        return f"{self.position}:{self.module}{g}{_OP_SHORT.get(self.op, '/' + str(self.op))}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"position": self.position, "op": self.op, "module": self.module}
+        if self.groups is not None:
+            d["groups"] = self.groups
+        if self.args:
+            d["args"] = dict(self.args)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "placement") -> Placement:
+        if not isinstance(d, dict):
+            raise ArchError(f"{where}: expected an object, got {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ArchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        missing = {"position", "module"} - set(d)
+        if missing:
+            raise ArchError(f"{where}: missing key(s) {', '.join(sorted(missing))}")
+        return cls(**d)
+
+
+@dataclass
+class Arch:
+    """A backbone, its settings and a list of placements (SPEC section 5). JSON round-trips exactly."""
+
+    backbone: str
+    width: float = 1.0
+    num_classes: int = 1000
+    input_size: int = 224
+    in_chans: int = 3
+    small_input: bool = False
+    placements: list[Placement] = field(default_factory=list)
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "placements"}
+        d["placements"] = [p.to_dict() for p in self.placements]
+        return d
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Arch:
+        if not isinstance(d, dict):
+            raise ArchError(f"arch: expected a JSON object, got {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ArchError(f"arch: unknown key(s) {', '.join(sorted(unknown))}")
+        if "backbone" not in d:
+            raise ArchError("arch: missing key 'backbone'")
+        placements = d.get("placements", [])
+        if not isinstance(placements, list):
+            raise ArchError("arch: 'placements' must be a list")
+        kw = {k: v for k, v in d.items() if k != "placements"}
+        return cls(**kw, placements=[Placement.from_dict(p, f"placement {i + 1}") for i, p in enumerate(placements)])
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        """Parse a JSON string, or read a ``.json`` file when ``text`` is a path to one."""
+        if not text.lstrip().startswith("{") and Path(text).is_file():
+            text = Path(text).read_text()
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"arch: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+    def short(self) -> str:
+        """Compact placement string, e.g. ``14:ulsam/g4/sub, 17:1 ulsam/g4``; ``vanilla`` when empty."""
+        return ", ".join(p.short() for p in sorted(self.placements, key=_order)) or "vanilla"
+
+    # -- validation ----------------------------------------------------------------------------
+    def positions(self) -> list[Position]:
+        """The backbone's positions at this arch's settings (validates the settings first)."""
+        self._validate_settings()
+        return get_backbone(self.backbone).positions(self.input_size, self.width, self.small_input, self.in_chans)
+
+    def validate(self) -> list[Position]:
+        """Raise :class:`ArchError` naming the first invalid setting or placement; return the positions."""
+        positions = self.positions()
+        by_index = {p.index: p for p in positions}
+        seen: dict[tuple[int, str], int] = {}
+        for i, pl in enumerate(self.placements, 1):
+            where = f"placement {i} ({_describe(pl)})"
+            _check_types(pl, where)
+            pos = by_index.get(pl.position)
+            if pos is None or not pos.ops:
+                legal = [p.index for p in positions if p.ops]
+                raise ArchError(f"{where}: position {pl.position} out of range for {self.backbone} "
+                                f"({legal[0]}-{legal[-1]})")
+            if pl.op not in pos.ops:
+                reason = {"substitute": "is not substitutable", "inside": "has no residual branch"}.get(pl.op, "")
+                raise ArchError(f"{where}: layer {pl.position} ({pos.kind}, {pos.in_channels}->"
+                                f"{pos.out_channels}, stride {pos.stride}) {reason}; legal ops: {', '.join(pos.ops)}")
+            try:
+                get_entry(pl.module)
+                resolve_groups(pl.module, pos.out_channels, pl.groups)
+            except ModuleConfigError as exc:
+                raise ArchError(f"{where}: {exc}") from None
+            if pl.module == "csm" and pos.side * pos.side > CSM_MAX_POSITIONS:
+                raise ArchError(f"{where}: csm at a {pos.side}x{pos.side} map has {pos.side ** 2} positions, "
+                                f"over its limit of {CSM_MAX_POSITIONS} (its cost grows with (h*w)^2)")
+            for key in [(pl.position, pl.op)] + ([(pl.position, "replace")] if pl.op != "insert" else []):
+                if key in seen:
+                    other = self.placements[seen[key] - 1]
+                    raise ArchError(f"{where}: collides with placement {seen[key]} ({_describe(other)}) at "
+                                    f"layer {pl.position}")
+                seen[key] = i
+        return positions
+
+    def _validate_settings(self) -> None:
+        family = get_backbone(self.backbone)
+        _check_int(self, "num_classes", 1)
+        _check_int(self, "input_size", 8)
+        _check_int(self, "in_chans", 1)
+        if not isinstance(self.small_input, bool):
+            raise ArchError(f"arch: small_input must be true or false, got {self.small_input!r}")
+        w = self.width
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            raise ArchError(f"arch: width must be a positive number, got {w!r}")
+        if not family.has_width and w != 1.0:
+            raise ArchError(f"arch: {self.backbone} has no width multiplier (width must be 1.0, got {w})")
+
+
+def _order(p: Placement) -> tuple[int, int]:
+    return (p.position, 0 if p.op != "insert" else 1)
+
+
+def _describe(p: Placement) -> str:
+    try:
+        return p.short()
+    except Exception:  # a malformed placement still needs a name in the error message
+        return repr(p.to_dict())
+
+
+def _check_types(pl: Placement, where: str) -> None:
+    if not isinstance(pl.position, int) or isinstance(pl.position, bool):
+        raise ArchError(f"{where}: position must be an integer, got {pl.position!r}")
+    if pl.op not in OPS:
+        raise ArchError(f"{where}: unknown op {pl.op!r} (one of {', '.join(OPS)})")
+    if not isinstance(pl.module, str):
+        raise ArchError(f"{where}: module must be a string, got {pl.module!r}")
+    if pl.groups is not None and (not isinstance(pl.groups, int) or isinstance(pl.groups, bool)):
+        raise ArchError(f"{where}: groups must be an integer or null, got {pl.groups!r}")
+    if not isinstance(pl.args, dict):
+        raise ArchError(f"{where}: args must be an object, got {pl.args!r}")
+
+
+def _check_int(arch: Arch, name: str, low: int) -> None:
+    v = getattr(arch, name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise ArchError(f"arch: {name} must be an integer >= {low}, got {v!r}")
+
+
+
+
+class InsertAfter(nn.Module):
+    """``attention(layer(x))``: a module inserted after a numbered layer (op ``insert``, ``k:1``)."""
+
+    def __init__(self, layer: nn.Module, attention: nn.Module) -> None:
+        super().__init__()
+        self.layer, self.attention = layer, attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(self.layer(x))
+
+
+def build_model(arch: Arch) -> nn.Module:
+    """Build the PyTorch model of ``arch`` (freshly initialised).
+
+    ``substitute`` and ``inside`` placements are applied first, then ``insert``, so that ``k`` and ``k:1``
+    may be combined at one layer (the module inserted after the substituting one).
+
+    Raises:
+        ArchError: the arch is invalid; the message names the placement and the reason.
+    """
+    positions = {p.index: p for p in arch.validate()}
+    family = get_backbone(arch.backbone)
+    net = family.build(arch.num_classes, arch.in_chans, arch.width, arch.small_input)
+    for pl in sorted(arch.placements, key=_order):
+        channels = positions[pl.position].out_channels
+        module = create(pl.module, channels, pl.groups, **pl.args)
+        k = pl.position - 1
+        if pl.op == "substitute":
+            net.layers[k] = module
+        elif pl.op == "inside":
+            family.attach_inside(net.layers[k], module)
+        else:
+            net.layers[k] = InsertAfter(net.layers[k], module)
+    return net

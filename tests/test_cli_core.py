@@ -1,0 +1,36 @@
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "nas_attn", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_positions_table():
+    r = _run("positions", "mobilenetv2", "--input-size", "32", "--small-input")
+    assert r.returncode == 0
+    line14 = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["14"])
+    assert line14.split()[2:6] == ["96", "96", "1", "8"] and "substitute" in line14
+
+
+def test_complexity_prints_json(tmp_path):
+    f = tmp_path / "a.json"
+    f.write_text('{"backbone": "mobilenetv2", "placements": [{"position": 17, "module": "ulsam", "groups": 4}]}')
+    r = _run("complexity", "--arch", str(f))
+    assert r.returncode == 0
+    out = json.loads(r.stdout)
+    assert out["params"] == 3_504_872 + 320 and out["flops"] == 300_774_272 + 15_680
+
+
+def test_invalid_arch_is_one_line_exit_2():
+    r = _run("complexity", "--arch", '{"backbone": "mobilenetv2", "placements": [{"position": 8, "op": "substitute", '
+                                     '"module": "ulsam"}]}')
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "placement 1 (8:ulsam/sub)" in r.stderr
+    r = _run("complexity", "--arch", "{not json")
+    assert r.returncode == 2 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    r = _run("positions", "mobilenetv2", "--wrong-flag")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
