@@ -1,0 +1,84 @@
+"""Progress lines while a search runs: trials done/running/failed, the front so far, elapsed and ETA."""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+
+from nas_attn.results import STATUS_COMPLETE, STATUS_FAILED, STATUS_PRUNED, pareto_mask, trial_status
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress(Callback):
+    """Prints one line per finished trial and a status line at most every ``every`` seconds."""
+
+    def __init__(self, searcher, budget: int, already: int, quiet: bool = False, every: float = 30.0) -> None:
+        self.searcher, self.budget, self.already, self.quiet, self.every = searcher, budget, already, quiet, every
+        self.t0 = time.time()
+        self.last = 0.0
+
+    def _counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in self.searcher.study.get_trials(deepcopy=False):
+            s = trial_status(t)
+            counts[s] = counts.get(s, 0) + 1
+        return counts
+
+    def _front(self) -> str:
+        pts = [(t.user_attrs.get("val_acc_final"), t.user_attrs.get("flops")) for t in
+               self.searcher.study.get_trials(deepcopy=False) if trial_status(t) == STATUS_COMPLETE]
+        pts = [p for p in pts if None not in p]
+        if not pts:
+            return "-"
+        mask = pareto_mask(pts, ["maximize", "minimize"])
+        best = sorted({p for p, m in zip(pts, mask, strict=True) if m}, key=lambda p: p[1])
+        return ", ".join(f"{a:.3f}@{f / 1e6:.1f}M" for a, f in best[:6]) + (" …" if len(best) > 6 else "")
+
+    def status_line(self, running: int) -> str:
+        c = self._counts()
+        done = sum(c.get(k, 0) for k in (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED))
+        elapsed = time.time() - self.t0
+        new = done - self.already
+        eta = "?" if new <= 0 else _hms(elapsed / new * max(0, self.budget - done))
+        return (f"[{_hms(elapsed)}] trials {done}/{self.budget} done ({c.get(STATUS_COMPLETE, 0)} complete, "
+                f"{c.get(STATUS_PRUNED, 0)} pruned, {c.get(STATUS_FAILED, 0)} failed), {running} running | "
+                f"front: {self._front()} | ETA {eta}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._trial_line(trial, trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._trial_line(trial, trials)
+
+    def _trial_line(self, trial, trials) -> None:
+        if self.quiet:
+            return
+        r = trial.last_result or {}
+        number = trial.config.get("trial_number", "?")
+        if r.get("failed"):
+            what = f"failed: {r.get('reason')}"
+        elif r.get("completed"):
+            what = f"val {r.get('val_acc', float('nan')):.4f}, {r.get('flops', 0) / 1e6:.2f} MFLOPs"
+        elif trial.status == "ERROR":
+            what = "failed: Ray error"
+        else:
+            what = f"stopped early at epoch {r.get('epoch', 0)} (val {r.get('val_acc', float('nan')):.4f})"
+        from nas_attn.arch import Arch
+
+        arch = Arch.from_json(trial.config["arch"]).short() if "arch" in trial.config else "?"
+        print(f"trial {number}: {what} | {arch}", flush=True)
+        running = sum(t.status == "RUNNING" for t in trials)
+        print(self.status_line(running), flush=True)
+        self.last = time.time()
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if self.quiet or time.time() - self.last < self.every:
+            return
+        self.last = time.time()
+        print(self.status_line(sum(t.status == "RUNNING" for t in trials)), flush=True)

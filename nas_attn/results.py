@@ -1,0 +1,187 @@
+"""Results of a run, derived from its Optuna study: tables, the Pareto front, hypervolume, export.
+
+Everything a trial leaves is stored in its Optuna trial (values and user attributes), so the study is the
+single source of truth; ``trials.parquet``, ``history.parquet``, ``front.csv`` and ``archs/`` are views of it,
+rewritten whole at the end of a run (and of a resumed run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from nas_attn.arch import Arch
+
+STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED = "complete", "pruned", "failed"
+STATUS_INFEASIBLE, STATUS_INTERRUPTED = "infeasible", "interrupted"
+#: statuses that count against the trial budget (an infeasible arch never trains; an interrupted one reruns)
+FINISHED = (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED)
+_ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
+                 "wall_s", "train_s", "startup_s", "node", "device", "tune_trial_id", "checkpoint", "test_acc"]
+
+
+FRONT_EVAL = "front_eval.json"
+
+
+def load_front_eval(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """Measurements made after the search on front trials (test accuracy, re-evaluation), by trial number.
+
+    They live beside the study because Optuna does not let a finished trial be updated.
+    """
+    path = Path(run_dir) / FRONT_EVAL
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+def save_front_eval(run_dir: Path, evals: dict[int, dict[str, Any]]) -> None:
+    write_atomic(Path(run_dir) / FRONT_EVAL, json.dumps({str(k): v for k, v in sorted(evals.items())}, indent=2))
+
+
+def trial_status(t: optuna.trial.FrozenTrial) -> str:
+    """Our status of an Optuna trial (``running`` while Optuna has it running or waiting)."""
+    if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
+        return "running"
+    return t.user_attrs.get("status") or {
+        optuna.trial.TrialState.COMPLETE: STATUS_COMPLETE, optuna.trial.TrialState.PRUNED: STATUS_PRUNED,
+    }.get(t.state, STATUS_FAILED)
+
+
+def count_finished(study: optuna.Study) -> int:
+    return sum(trial_status(t) in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per trial that ran or was refused (interrupted attempts, re-run under a new number, left out)."""
+    front_eval = front_eval or {}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        status = trial_status(t)
+        if status in ("running", STATUS_INTERRUPTED) or "arch" not in t.user_attrs:
+            continue
+        arch = Arch.from_json(t.user_attrs["arch"])
+        row: dict[str, Any] = {"trial": t.number, "arch": t.user_attrs["arch"], "placements": arch.short(),
+                               "n_placements": len(arch.placements)}
+        row.update({k: t.user_attrs.get(k) for k in _ATTR_COLUMNS})
+        row["test_acc"] = front_eval.get(t.number, {}).get("test_acc")
+        row["vanilla"] = not arch.placements
+        row["status"] = status
+        for p in arch.placements:
+            key = f"p{p.position}" + ("" if p.op != "insert" else "_after")
+            row[f"{key}_module"], row[f"{key}_groups"], row[f"{key}_op"] = p.module, p.groups, p.op
+        row["started"] = t.datetime_start.isoformat() if t.datetime_start else None
+        row["finished"] = t.datetime_complete.isoformat() if t.datetime_complete else None
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", *_ATTR_COLUMNS])
+    fixed = ["trial", "status", "reason", "placements", "params", "flops", "val_acc_best", "val_acc_final",
+             "test_acc", "epochs_run", "seed", "wall_s", "train_s", "startup_s", "node", "device"]
+    rest = sorted(c for c in df.columns if c not in fixed)
+    return df[fixed + rest].sort_values("trial").reset_index(drop=True)
+
+
+def history_table(study: optuna.Study) -> pd.DataFrame:
+    """Per-epoch curves: one row per (trial, epoch)."""
+    rows = [{"trial": t.number, **h} for t in study.get_trials(deepcopy=False)
+            if trial_status(t) in FINISHED for h in t.user_attrs.get("history", [])]
+    cols = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "train_images_per_s"]
+    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (n × k) under ``directions``.
+
+    Optuna's public front (``study.best_trials``) is over all objectives of one study; the front here is on
+    accuracy vs FLOPs only (also when params is a third objective) and on table rows (also several runs
+    overlaid in the dashboard), hence this small function. Duplicated points are all kept.
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return np.zeros(0, dtype=bool)
+    signs = np.array([-1.0 if d.startswith("max") else 1.0 for d in directions])
+    v = v * signs  # all minimised
+    le = (v[:, None, :] <= v[None, :, :]).all(-1)  # le[i, j]: i is no worse than j everywhere
+    lt = (v[:, None, :] < v[None, :, :]).any(-1)
+    dominated = (le & lt).any(0)
+    return ~dominated
+
+
+def front_table(trials: pd.DataFrame, metric: str = "val_acc_final") -> pd.DataFrame:
+    """Complete trials non-dominated on (``metric`` max, flops min), sorted by flops."""
+    done = trials[trials["status"] == STATUS_COMPLETE]
+    if done.empty:
+        return done.copy()
+    mask = pareto_mask(done[[metric, "flops"]].to_numpy(dtype=float), ["maximize", "minimize"])
+    return done[mask].sort_values(["flops", metric]).reset_index(drop=True)
+
+
+def hypervolume_history(study: optuna.Study, reference_point: Sequence[float]) -> pd.DataFrame:
+    """Hypervolume of the front after each trial, computed by Optuna (``plot_hypervolume_history``)."""
+    fig = optuna.visualization.plot_hypervolume_history(study, list(reference_point))
+    if not fig.data:
+        return pd.DataFrame(columns=["trial", "hypervolume"])
+    return pd.DataFrame({"trial": list(fig.data[0].x), "hypervolume": list(fig.data[0].y)})
+
+
+def default_reference_point(trials: pd.DataFrame, objectives: Sequence[str]) -> list[float]:
+    """Accuracy 0, and 1.1 × the largest flops / params seen: fixed for a run once its trials are known."""
+    ref = []
+    for o in objectives:
+        if o == "val_acc":
+            ref.append(0.0)
+        else:
+            col = pd.to_numeric(trials.get(o), errors="coerce") if o in trials else pd.Series(dtype=float)
+            ref.append(float(col.max() * 1.1) if col.notna().any() else 1.0)
+    return ref
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write through a temporary file and rename, so a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write trials.parquet, history.parquet, front.csv and archs/<trial>.json; return (trials, front)."""
+    run_dir = Path(run_dir)
+    evals = load_front_eval(run_dir)
+    trials = trials_table(study, evals)
+    history = history_table(study)
+    front = front_table(trials)
+    for name, df in (("trials.parquet", trials), ("history.parquet", history)):
+        tmp = run_dir / f".{name}.tmp"
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, run_dir / name)
+    front_cols = [c for c in ["trial", "placements", "params", "flops", "val_acc_final", "val_acc_best", "test_acc",
+                              "reeval_seeds", "reeval_val_mean", "reeval_val_std", "reeval_test_mean",
+                              "reeval_test_std", "seed", "epochs_run", "arch"] if c in front.columns]
+    reeval = {n: e["reeval"] for n, e in evals.items() if "reeval" in e}
+    if not front.empty and reeval:
+        for key in ("seeds", "val_mean", "val_std", "test_mean", "test_std"):
+            front[f"reeval_{key}"] = [reeval.get(n, {}).get(key) for n in front["trial"]]
+        front_cols[-2:-2] = [f"reeval_{k}" for k in ("seeds", "val_mean", "val_std", "test_mean", "test_std")]
+    write_atomic(run_dir / "front.csv", front.reindex(columns=front_cols).to_csv(index=False))
+    archs = run_dir / "archs"
+    archs.mkdir(exist_ok=True)
+    for row in trials.itertuples():
+        write_atomic(archs / f"{row.trial}.json", json.dumps(json.loads(row.arch), indent=2) + "\n")
+    return trials, front
+
+
+def format_front(front: pd.DataFrame) -> str:
+    """The front as a plain-text table for the terminal."""
+    if front.empty:
+        return "(no complete trial: empty front)"
+    lines = [f"{'trial':>5} {'val acc':>8} {'test acc':>8} {'MFLOPs':>9} {'params':>9}  placements"]
+    for r in front.itertuples():
+        test = f"{r.test_acc:.4f}" if isinstance(r.test_acc, float) and not np.isnan(r.test_acc) else "-"
+        lines.append(f"{r.trial:>5} {r.val_acc_final:>8.4f} {test:>8} {r.flops / 1e6:>9.2f} {int(r.params):>9}  "
+                     f"{r.placements}")
+    return "\n".join(lines)

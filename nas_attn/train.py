@@ -1,0 +1,288 @@
+"""One trial: build an arch, train it with a recipe on device-resident data, evaluate, report per epoch."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_attn.arch import Arch, build_model
+from nas_attn.complexity import complexity
+from nas_attn.data import Splits
+
+
+@dataclass
+class Recipe:
+    """Training recipe of a search space (``train:`` in the YAML file)."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    label_smoothing: float = 0.1
+    crop_padding: int = 2  # random crop with this zero padding; 0 = off
+    hflip: bool = True
+    seed: int = 0
+    compile: bool = False
+    #: training images used to recompute BatchNorm statistics before each validation (0 = off); short
+    #: trainings otherwise validate with running statistics that lag far behind the weights
+    bn_recalibration: int = 2048
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrialFailed(RuntimeError):
+    """A trial could not finish (non-finite loss, out of memory, …); its message is the recorded reason."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    epoch_s: float
+    train_images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    params: int
+    flops: int
+    history: list[EpochStats] = field(default_factory=list)
+    startup_s: float = 0.0
+    train_s: float = 0.0
+    device: str = "cpu"
+    state_dict: dict[str, torch.Tensor] | None = None
+
+    @property
+    def best_val_acc(self) -> float:
+        return max((h.val_acc for h in self.history), default=float("nan"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class DeviceData:
+    """uint8 images held on the training device; batches, augmentation and normalisation happen there.
+
+    No DataLoader and no per-step host→device copies: a small dataset fits in device memory several times.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean, std, device: torch.device) -> None:
+        self.x = torch.as_tensor(np.require(x, requirements="W")).to(device, non_blocking=True)
+        self.y = torch.as_tensor(y).to(device, non_blocking=True)
+        c = self.x.shape[1]
+        std_t = torch.tensor(std, device=device).view(1, c, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)  # (x/255 - mean)/std as one multiply-add
+        self.shift = -torch.tensor(mean, device=device).view(1, c, 1, 1) / std_t
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+def augment(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip of a uint8 batch, on its device."""
+    b, c, h, w = x.shape
+    dev = x.device
+    if padding:
+        xp = F.pad(x, (padding,) * 4)
+        oy = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=gen)
+        ox = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=gen)
+        rows = (oy + torch.arange(h, device=dev)).view(b, 1, h, 1).expand(b, c, h, w + 2 * padding)
+        x = xp.gather(2, rows)  # (b, c, h, w + 2p): the crop's rows
+        cols = (ox + torch.arange(w, device=dev)).view(b, 1, 1, w).expand(b, c, h, w)
+        x = x.gather(3, cols)
+    if hflip:
+        flip = torch.rand(b, device=dev, generator=gen) < 0.5
+        x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
+    groups = [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=r.lr)
+    raise ValueError(f"unknown optimizer {r.optimizer!r}")
+
+
+def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if r.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=0.25)
+    if r.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if r.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise ValueError(f"unknown schedule {r.schedule!r}")
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: DeviceData, images: int, batch_size: int,
+                          device: torch.device) -> None:
+    """Recompute BatchNorm running statistics as exact averages over ``images`` training images."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or images <= 0:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    n = min(images, len(data))
+    for i in range(0, n - 1, batch_size):
+        x = data.normalise(data.x[i: min(n, i + batch_size)])
+        if len(x) < 2:
+            break
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model(x)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: DeviceData, batch_size: int, device: torch.device) -> tuple[float, float]:
+    """(loss, accuracy) over ``data``; the model is left in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for i in range(0, len(data), batch_size):
+        x = data.normalise(data.x[i: i + batch_size])
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        y = data.y[i: i + batch_size]
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = max(1, len(data))
+    return float(loss_sum) / n, float(correct) / n
+
+
+def train_arch(
+    arch: Arch,
+    splits: Splits,
+    recipe: Recipe,
+    *,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    report: Callable[[EpochStats, nn.Module], None] | None = None,
+    keep_weights: bool = False,
+) -> TrainResult:
+    """Train ``arch`` on ``splits.train_*`` and validate on ``splits.val_*`` every epoch.
+
+    On CUDA: bf16 autocast and channels_last. ``report(stats, model)`` is called after every epoch (Ray
+    Tune's report in a search; the last call may checkpoint the model). Raises :class:`TrialFailed` on a
+    non-finite loss or when the device runs out of memory.
+    """
+    t0 = time.perf_counter()
+    device = pick_device(str(device) if device else None)
+    seed = recipe.seed if seed is None else seed
+    seed_everything(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    cost = complexity(arch)
+    try:
+        return _train(arch, splits, recipe, seed, device, report, keep_weights, cost, t0)
+    except torch.OutOfMemoryError as exc:
+        raise TrialFailed(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
+
+
+def _train(arch, splits, recipe, seed, device, report, keep_weights, cost, t0) -> TrainResult:
+    model = build_model(arch).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if recipe.compile else model
+    train = DeviceData(splits.train_x, splits.train_y, splits.mean, splits.std, device)
+    val = DeviceData(splits.val_x, splits.val_y, splits.mean, splits.std, device)
+    bs = min(recipe.batch_size, len(train))
+    steps_per_epoch = max(1, len(train) // bs)  # drop the last incomplete batch (BatchNorm needs > 1 sample)
+    opt = _optimizer(model, recipe)
+    sched = _scheduler(opt, recipe, recipe.epochs * steps_per_epoch)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    result = TrainResult(cost["params"], cost["flops"], device=str(device))
+    autocast = device.type == "cuda"
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        e0 = time.perf_counter()
+        if epoch == 1:
+            result.startup_s = e0 - t0
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(len(train), device=device, generator=gen)
+        for s in range(steps_per_epoch):
+            idx = perm[s * bs: (s + 1) * bs]
+            x = train.normalise(augment(train.x[idx], recipe.crop_padding, recipe.hflip, gen))
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = train.y[idx]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = step_model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(1) == y).sum()
+        train_loss = float(loss_sum) / steps_per_epoch  # one device sync per epoch
+        train_s = time.perf_counter() - e0
+        result.train_s += train_s
+        if not math.isfinite(train_loss):
+            raise TrialFailed(f"non-finite training loss at epoch {epoch}")
+        recalibrate_batchnorm(model, train, recipe.bn_recalibration, recipe.batch_size, device)
+        val_loss, val_acc = evaluate(model, val, recipe.eval_batch_size, device)
+        stats = EpochStats(epoch, train_loss, float(correct) / (steps_per_epoch * bs), val_loss, val_acc,
+                           sched.get_last_lr()[0], time.perf_counter() - e0, steps_per_epoch * bs / train_s)
+        result.history.append(stats)
+        if report is not None:
+            report(stats, model)
+    if keep_weights:
+        result.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return result
+
+
+def test_accuracy(arch: Arch, state_dict: dict[str, torch.Tensor], splits: Splits, device=None,
+                  batch_size: int = 1024) -> float:
+    """Accuracy of trained weights on the held-out test set (used once per front arch)."""
+    device = pick_device(str(device) if device else None)
+    model = build_model(arch)
+    model.load_state_dict(state_dict)
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    test = DeviceData(splits.test_x, splits.test_y, splits.mean, splits.std, device)
+    return evaluate(model, test, batch_size, device)[1]
