@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from ray.tune import Callback
@@ -18,8 +19,10 @@ def _hms(seconds: float) -> str:
 class Progress(Callback):
     """Prints one line per finished trial and a status line at most every ``every`` seconds."""
 
-    def __init__(self, searcher, budget: int, already: int, quiet: bool = False, every: float = 30.0) -> None:
+    def __init__(self, searcher, budget: int, already: int, concurrency: int, quiet: bool = False,
+                 every: float = 30.0) -> None:
         self.searcher, self.budget, self.already, self.quiet, self.every = searcher, budget, already, quiet, every
+        self.concurrency = max(1, concurrency)
         self.t0 = time.time()
         self.last = 0.0
 
@@ -44,8 +47,11 @@ class Progress(Callback):
         c = self._counts()
         done = sum(c.get(k, 0) for k in (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED))
         elapsed = time.time() - self.t0
-        new = done - self.already
-        eta = "?" if new <= 0 else _hms(elapsed / new * max(0, self.budget - done))
+        walls = [t.user_attrs["wall_s"] for t in self.searcher.study.get_trials(deepcopy=False)
+                 if "wall_s" in t.user_attrs and t.datetime_complete and t.datetime_complete.timestamp() >= self.t0]
+        # rounds of `concurrency` trials still to run, at the mean trial time seen so far
+        rounds = math.ceil(max(0, self.budget - done) / self.concurrency)
+        eta = _hms(sum(walls) / len(walls) * rounds) if walls else "?"
         return (f"[{_hms(elapsed)}] trials {done}/{self.budget} done ({c.get(STATUS_COMPLETE, 0)} complete, "
                 f"{c.get(STATUS_PRUNED, 0)} pruned, {c.get(STATUS_FAILED, 0)} failed), {running} running | "
                 f"front: {self._front()} | ETA {eta}")

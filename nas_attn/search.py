@@ -401,7 +401,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
             run_config=tune.RunConfig(
                 name=exp_name, storage_path=str(tune_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=2),
-                callbacks=[Progress(searcher, space.trials, finished, quiet=args.quiet)],
+                callbacks=[Progress(searcher, space.trials, finished, concurrency, quiet=args.quiet)],
             ),
         )
         tuner.fit()

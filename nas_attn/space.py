@@ -367,6 +367,13 @@ def _compile(raw: dict, path: Path, sha: str, num_classes: int, in_chans: int | 
     _check_recipe(path, recipe)
     asha = _asha(path, top["early_stopping"])
     cpu_budget = _cpu_budget(path, top["cpu_budget"])
+    if cpu_budget and "width" in cpu_budget and cpu_budget["width"] != bb["width"]:
+        # the CPU budget runs the same space at another width: every choice must be legal there too
+        narrower = {**raw, "backbone": {**raw["backbone"], "width": cpu_budget["width"]}, "cpu_budget": None}
+        try:
+            _compile(narrower, path, sha, num_classes, in_chans)
+        except SpaceError as exc:
+            raise SpaceError(f"{exc} (at cpu_budget.width {cpu_budget['width']})") from None
     if res["cpu"] <= 0 or res["gpu"] < 0:
         raise SpaceError(f"{path}: resources: cpu must be > 0 and gpu >= 0")
     return SearchSpace(

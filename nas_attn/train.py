@@ -39,7 +39,7 @@ class Recipe:
     compile: bool = False
     #: training images used to recompute BatchNorm statistics before each validation (0 = off); short
     #: trainings otherwise validate with running statistics that lag far behind the weights
-    bn_recalibration: int = 2048
+    bn_recalibration: int = 1024
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,170 @@
+"""One self-contained HTML page: plotly.js inlined, no CDN, no web fonts, no network."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from nas_attn.arch import Arch
+from nas_attn.dashboard import figures
+from nas_attn.dashboard.rundata import RunData
+
+_URL = re.compile(r"(https?:)//(?!www\.w3\.org/)")
+_HERE = Path(__file__).parent
+
+
+@lru_cache(maxsize=1)
+def offline_plotlyjs() -> str:
+    """plotly.js with every URL but XML namespace names pointed at the reserved ``.invalid`` domain.
+
+    The bundle carries tile-server and CDN addresses used only by map traces (which this page never draws);
+    rewritten, the page holds no reference to anything outside itself. ``www.w3.org`` strings are
+    namespace identifiers (SVG, XLink), never fetched, and needed to draw SVG.
+    """
+    return _URL.sub(r"\1//offline.invalid/", get_plotlyjs()).replace("</script", "<\\/script")
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if hasattr(v, "item"):
+        return _clean(v.item())
+    return v
+
+
+def _run_payload(run: RunData) -> dict[str, Any]:
+    t = run.trials
+    trials = {}
+    for r in t.to_dict("records"):
+        arch = Arch.from_json(r["arch"])
+        trials[int(r["trial"])] = {
+            "trial": int(r["trial"]), "status": r.get("status"), "reason": _clean(r.get("reason")),
+            "placements": r.get("placements"), "params": _clean(r.get("params")), "flops": _clean(r.get("flops")),
+            "val_acc_final": _clean(r.get("val_acc_final")), "val_acc_best": _clean(r.get("val_acc_best")),
+            "test_acc": _clean(r.get("test_acc")), "epochs_run": _clean(r.get("epochs_run")),
+            "seed": _clean(r.get("seed")), "wall_s": _clean(r.get("wall_s")), "device": _clean(r.get("device")),
+            "node": _clean(r.get("node")), "arch": arch.to_dict(),
+            "on_front": int(r["trial"]) in set(run.front["trial"].astype(int)) if len(run.front) else False,
+        }
+    history: dict[int, dict[str, list]] = {}
+    for trial, h in run.history.groupby("trial") if len(run.history) else []:
+        h = h.sort_values("epoch")
+        history[int(trial)] = {k: [_clean(v) for v in h[k]] for k in ("epoch", "val_acc", "train_loss", "train_acc")
+                               if k in h}
+    best = run.front.sort_values("val_acc_final", ascending=False)["trial"].iloc[0] if len(run.front) else None
+    return {"name": run.name, "positions": run.positions, "trials": trials, "history": history,
+            "best": _clean(best), "manifest": {k: run.manifest.get(k) for k in ("space", "run_id", "status",
+                                                                                    "dataset", "budget", "sampler")}}
+
+
+def _table(df: pd.DataFrame, table_id: str, columns: list[tuple[str, str]], runs: bool) -> str:
+    if not len(df):
+        return f'<p class="empty" id="{table_id}-empty">No rows yet.</p>'
+    head = "".join(f'<th data-col="{i}">{html.escape(label)}</th>' for i, (_, label) in enumerate(columns))
+    rows = []
+    for r in df.to_dict("records"):
+        cells = []
+        for key, _ in columns:
+            v = _clean(r.get(key))
+            if v is None:
+                text, sort = "", ""
+            elif key == "flops":
+                text, sort = f"{v / 1e6:.2f}", v
+            elif isinstance(v, float):
+                text, sort = f"{v:.4f}", v
+            else:
+                text, sort = str(v), v
+            cells.append(f'<td data-sort="{html.escape(str(sort))}">{html.escape(text)}</td>')
+        rows.append(f'<tr data-run="{r.get("_run", 0)}" data-trial="{int(r["trial"])}">{"".join(cells)}</tr>')
+    return (f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _fig_div(fig, div_id: str, empty: str) -> str:
+    if fig is None:
+        return f'<div class="graph empty" id="{div_id}"><p>{html.escape(empty)}</p></div>'
+    spec = pio.to_json(fig).replace("</", "<\\/")
+    return (f'<div class="graph" id="{div_id}"></div><script>(function () {{ const f = {spec}; '
+            f'Plotly.newPlot("{div_id}", f.data, f.layout, {{responsive: true, displaylogo: false}}); }})();</script>')
+
+
+def build_page(runs: list[RunData], watch_seconds: float | None = None) -> str:
+    """The dashboard of ``runs`` as one HTML string."""
+    multi = len(runs) > 1
+    frames = []
+    for i, r in enumerate(runs):
+        df = r.trials.copy()
+        df["_run"], df["run"] = i, r.name
+        frames.append(df)
+    all_trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    fronts = []
+    for i, r in enumerate(runs):
+        f = r.front.copy()
+        f["_run"], f["run"] = i, r.name
+        fronts.append(f)
+    all_front = pd.concat(fronts, ignore_index=True) if fronts else pd.DataFrame()
+    run_col = [("run", "run")] if multi else []
+    front_cols = run_col + [("trial", "trial"), ("val_acc_final", "val acc"), ("test_acc", "test acc"),
+                            ("flops", "MFLOPs"), ("params", "params"), ("placements", "placements")]
+    if "reeval_val_mean" in all_front:
+        front_cols += [("reeval_val_mean", "re-eval val mean"), ("reeval_val_std", "± std")]
+    trial_cols = run_col + [("trial", "trial"), ("status", "status"), ("val_acc_final", "val acc"),
+                            ("val_acc_best", "best val acc"), ("flops", "MFLOPs"), ("params", "params"),
+                            ("epochs_run", "epochs"), ("wall_s", "wall s"), ("placements", "placements"),
+                            ("reason", "reason")]
+    counts = all_trials["status"].value_counts().to_dict() if len(all_trials) else {}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no trials yet"
+    n_complete = counts.get("complete", 0)
+    title = " + ".join(r.name for r in runs)
+    info = "".join(
+        f"<li><b>{html.escape(r.name)}</b>: {html.escape(str(r.manifest.get('status', '?')))}; "
+        f"{html.escape((r.manifest.get('dataset') or {}).get('source', '?'))}; "
+        f"{len(r.trials)} trials, front of {len(r.front)}</li>" for r in runs)
+    payload = json.dumps({"runs": [_run_payload(r) for r in runs]}).replace("</", "<\\/")
+    refresh = "" if not watch_seconds else f"<script>window.NAS_WATCH = {float(watch_seconds)};</script>"
+    pareto_div = _fig_div(figures.pareto(runs) if n_complete or len(all_trials) else None, "pareto",
+                          "No trial has finished yet: nothing to plot.")
+    return _TEMPLATE.format(
+        title=html.escape(title), plotly=offline_plotlyjs(),
+        css=(_HERE / "style.css").read_text(), info=info, summary=html.escape(summary),
+        pareto=pareto_div,
+        parallel=_fig_div(figures.parallel(runs), "parallel", "No complete trial yet: no parallel coordinates."),
+        hypervolume=_fig_div(figures.hypervolume(runs), "hypervolume", "No complete trial yet: no hypervolume."),
+        front_table=_table(all_front, "front-table", front_cols, multi),
+        trials_table=_table(all_trials, "trials-table", trial_cols, multi),
+        payload=payload, app=(_HERE / "app.js").read_text(), refresh=refresh,
+    )
+
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>nas-attn — {title}</title>
+<style>{css}</style>
+<script>{plotly}</script>{refresh}
+</head><body>
+<h1>nas-attn dashboard — {title}</h1>
+<ul id="runs-info">{info}</ul>
+<p id="summary">Trials: {summary}.
+ <label><input type="checkbox" id="show-failed" checked> show failed and pruned trials</label></p>
+{pareto}
+<h2>Selected trial: <span id="detail-trial">-</span></h2>
+<div id="detail"><div><table id="detail-metrics"></table>
+<p><button id="copy-arch" type="button">copy arch JSON</button></p><pre id="arch-json"></pre></div>
+<div><div class="graph" id="strip"></div><div class="graph" id="curve"></div></div></div>
+<h2>Pareto front</h2><div class="tablewrap">{front_table}</div>
+<h2>Search progress</h2>{hypervolume}
+<h2>Choices per layer</h2>{parallel}
+<h2>All trials</h2><div class="tablewrap">{trials_table}</div>
+<script>const NAS = {payload};</script>
+<script>{app}</script>
+</body></html>
+"""

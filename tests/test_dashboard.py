@@ -1,0 +1,199 @@
+"""The dashboard against a results folder produced by a real (small) search run."""
+
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from searchutil import REPO, env, only_run, search, write_space
+
+from nas_attn.dashboard.cli import make_server
+from nas_attn.dashboard.page import build_page
+from nas_attn.dashboard.rundata import load_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+URL = re.compile(r"https?://[^\s\"'<>)]+")
+
+
+def _dashboard(*args):
+    return subprocess.run([sys.executable, "-m", "nas_attn", "dashboard", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env=env(), cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def page(smoke_run, tmp_path_factory):
+    run, _ = smoke_run
+    out = tmp_path_factory.mktemp("dash") / "dashboard.html"
+    r = _dashboard(run, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return run, out
+
+
+def test_html_is_self_contained(page):
+    _, out = page
+    text = out.read_text()
+    assert "<script src" not in text and "<link" not in text and "@import" not in text and "@font-face" not in text
+    external = {u for u in URL.findall(text) if not u.startswith("http://www.w3.org/")
+                and not re.match(r"https?://offline\.invalid/", u)}
+    assert not external, sorted(external)[:10]
+    assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js is inlined
+
+
+def test_page_data_describes_the_run(smoke_run):
+    run, _ = smoke_run
+    data = load_run(run)
+    html = build_page([data])
+    payload = json.loads(re.search(r"const NAS = (\{.*?\});</script>", html, re.S).group(1).replace("<\\/", "</"))
+    trials = payload["runs"][0]["trials"]
+    assert len(trials) == len(data.trials) == 4
+    assert {int(k) for k, t in trials.items() if t["on_front"]} == set(data.front["trial"])
+    assert all(t["arch"]["backbone"] == "mobilenetv2" for t in trials.values())
+    assert [p["index"] for p in payload["runs"][0]["positions"]][:3] == [1, 2, 3]
+    for needle in ("Validation accuracy vs MFLOPs", "Hypervolume of the front (Optuna)", "reference point",
+                   "Choices per layer", "front-table", "trials-table", "vanilla"):
+        assert needle in html, needle
+
+
+def test_several_runs_overlay(smoke_run, tmp_path):
+    run, _ = smoke_run
+    twin = tmp_path / "smoke" / "twin"
+    shutil.copytree(run, twin, ignore=shutil.ignore_patterns("tune"))
+    out = tmp_path / "two.html"
+    r = _dashboard(run, twin, "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert f"smoke/{run.name}: Pareto front" in text and "smoke/twin: Pareto front" in text
+
+
+def test_bad_run_folders_are_one_line_errors(tmp_path):
+    for folder, setup, message in [
+        (tmp_path / "missing", None, "no such run folder"),
+        (tmp_path / "plain", lambda d: d.mkdir(), "not a nas-attn run folder (no manifest.json)"),
+        (tmp_path / "broken", lambda d: (d.mkdir(), (d / "manifest.json").write_text("{oops")), "manifest.json: malformed"),
+    ]:
+        if setup:
+            setup(folder)
+        r = _dashboard(folder)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    r = _dashboard(tmp_path, "--watch")
+    assert r.returncode == 2 and "--watch needs --serve" in r.stderr
+
+
+def test_empty_run_gives_a_readable_page(tmp_path):
+    run = tmp_path / "smoke" / "just-started"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"space": "smoke", "status": "running", "objectives": ["val_acc", "flops"]}))
+    r = _dashboard(run)
+    assert r.returncode == 0, r.stderr
+    text = (run / "dashboard.html").read_text()
+    assert "No trial has finished yet" in text and "no trials yet" in text
+
+
+ONLY_FAILURES = """
+imports: [failing_attention]
+backbone: {name: mobilenetv2, width: 0.35, small_input: true}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100}
+search: {positions: [17], modules: [explode], include_vanilla: false}
+sampler: {name: random, seed: 0}
+budget: {trials: 2, concurrency: 2}
+resources: {cpu: 1, gpu: 0}
+train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
+"""
+
+
+def test_run_with_only_failed_trials_gives_a_readable_page(tmp_path):
+    space = write_space(tmp_path / "all_fail.yaml", ONLY_FAILURES)
+    r = search("--space", space, "--results-dir", tmp_path / "results")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "2 failed" in r.stdout and "empty front" in r.stdout
+    run = only_run(tmp_path / "results", "all_fail")
+    r = _dashboard(run)
+    assert r.returncode == 0, r.stderr
+    text = (run / "dashboard.html").read_text()
+    assert "all_fail" in text and "2 failed" in text and "explode: this module always fails" in text
+
+
+def test_served_mode_is_loopback_only_and_stays_inside_the_run_folders(smoke_run):
+    run, _ = smoke_run
+    server = make_server([str(run)], port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+
+        def get(path):
+            conn = http.client.HTTPConnection(host, port, timeout=30)
+            conn.request("GET", path)  # sent as is: no client-side normalisation of ".."
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+
+        status, body = get("/")
+        assert status == 200 and b"nas-attn dashboard" in body
+        assert get("/runs/0/manifest.json")[0] == 200
+        for bad in ("/runs/0/../../../../etc/passwd", "/runs/0/%2e%2e/%2e%2e/%2e%2e/etc/hostname",
+                    "/runs/0//etc/passwd", "/etc/passwd", "/runs/1/manifest.json"):
+            status, body = get(bad)
+            assert status in (403, 404) and b"root:" not in body, bad
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_headless_chromium_renders_and_selection_updates_detail(page, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    _, out = page
+    outside = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+
+        def block(route):  # the network is blocked: any request leaving the file is recorded and refused
+            if not route.request.url.startswith(("file://", "data:", "blob:")):
+                outside.append(route.request.url)
+                return route.abort()
+            return route.continue_()
+
+        context.route("**/*", block)
+        pg = context.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(out.as_uri())
+        pg.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=60_000)
+        graphs = pg.evaluate("""Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+            g => [g.id, g.querySelectorAll('svg.main-svg').length, (g.data || []).length])""")
+        assert {g[0] for g in graphs} >= {"pareto", "strip", "curve", "hypervolume", "parallel"}, graphs
+        assert all(n_svg > 0 and n_data > 0 for _, n_svg, n_data in graphs), graphs
+
+        shot = tmp_path / "page.png"
+        pg.screenshot(path=str(shot), full_page=True)
+        pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+        assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # not blank
+
+        default = pg.inner_text("#detail-trial")
+        targets = pg.evaluate("""(() => { const gd = document.getElementById('pareto');
+            const i = gd.data.findIndex(t => t.meta && t.meta.kind === 'front');
+            const paths = gd.querySelectorAll('.scatterlayer .trace')[i].querySelectorAll('.points path');
+            return Array.from(paths).map((p, k) => { const b = p.getBoundingClientRect();
+                return [gd.data[i].customdata[k][1], b.x + b.width / 2, b.y + b.height / 2]; }); })()""")
+        assert targets, "no front point drawn"
+        trial, x, y = next((t for t in targets if f"trial {t[0]}" != default), targets[0])
+        pg.mouse.move(x, y)
+        pg.mouse.click(x, y)
+        pg.wait_for_function(f"document.getElementById('detail-trial').textContent === 'trial {trial}'", timeout=10_000)
+        assert '"backbone": "mobilenetv2"' in pg.inner_text("#arch-json")
+        assert pg.evaluate("document.getElementById('curve').data.length") == 2
+        browser.close()
+    assert not outside, outside
+    assert not errors, errors
