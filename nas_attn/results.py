@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,9 @@ def front_table(trials: pd.DataFrame, metric: str = "val_acc_final") -> pd.DataF
 
 def hypervolume_history(study: optuna.Study, reference_point: Sequence[float]) -> pd.DataFrame:
     """Hypervolume of the front after each trial, computed by Optuna (``plot_hypervolume_history``)."""
-    fig = optuna.visualization.plot_hypervolume_history(study, list(reference_point))
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.3: its figure's data is all we use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fig = optuna.visualization.plot_hypervolume_history(study, list(reference_point))
     if not fig.data:
         return pd.DataFrame(columns=["trial", "hypervolume"])
     return pd.DataFrame({"trial": list(fig.data[0].x), "hypervolume": list(fig.data[0].y)})

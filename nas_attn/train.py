@@ -139,11 +139,13 @@ def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
 
 
 def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if r.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=0.25)
+    if r.schedule == "onecycle" and steps >= 4:
+        # OneCycleLR divides by zero when its warm-up phase rounds to under two steps
+        warmup = max(0.25, 2.5 / steps)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=warmup)
     if r.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    if r.schedule == "constant":
+    if r.schedule in ("onecycle", "constant"):  # onecycle here: too short to warm up, a constant rate
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     raise ValueError(f"unknown schedule {r.schedule!r}")
 

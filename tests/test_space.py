@@ -70,7 +70,8 @@ def test_conditional_parameters():
         (GOOD + "train: {lr: fast}\n", r"train\.lr: expected integer or number"),
         (GOOD + "sampler: {name: cmaes}\n", r"sampler\.name: unknown sampler 'cmaes'"),
         (GOOD + "early_stopping: {scheduler: hyperband}\n", r"early_stopping\.scheduler: only 'asha'"),
-        (GOOD + "cpu_budget: {width: 0.2}\n", r"at cpu_budget\.width 0\.2"),
+        (GOOD.replace("width: 0.35", "width: 1.0").replace("groups: [2, 4]", "groups: [2, 16]")
+         + "cpu_budget: {width: 0.25}\n", r"groups \[16\] do not divide the 24 channels .*at cpu_budget\.width 0\.25"),
         ("backbone: [1, 2\n", r"not valid YAML at line"),
         (GOOD.replace("mobilenetv2,", "vgg16,"), r"unknown backbone 'vgg16'"),
         (GOOD + "objectives: [flops, params]\n", r"objectives: need val_acc"),

@@ -30,15 +30,15 @@
         xs.push(x); ys.push(0.5); cols.push(c); texts.push(pl.position + ":1 " + pl.module + g);
         label = pl.position + ":1 " + pl.module + g + " (inserted)";
       }
-      ann.push({x: x, y: 1.15 + 0.32 * (lift++ % 3), text: label, showarrow: true, ax: 0, ay: 18, arrowcolor: c,
+      ann.push({x: x, y: 1.15 + 0.45 * (lift++ % 3), text: label, showarrow: true, ax: 0, ay: 18, arrowcolor: c,
                 font: {size: 11, color: c}, bgcolor: "rgba(255,255,255,0.85)"});
     });
     const data = [{x: xs, y: ys, mode: "markers", type: "scatter", hoverinfo: "text", text: texts,
                    marker: {symbol: "diamond", size: 14, color: cols, line: {color: "#333", width: 1}}}];
     const layout = {title: {text: run.manifest.space + ": " + (t.arch.backbone || "") + " layers (left to right)",
-                            font: {size: 13}}, shapes: shapes, annotations: ann, height: 250, showlegend: false,
+                            font: {size: 13}}, shapes: shapes, annotations: ann, height: 270, showlegend: false,
                     margin: {l: 20, r: 20, t: 40, b: 30}, template: "plotly_white",
-                    xaxis: {visible: false, range: [-0.7, pos.length - 0.3]}, yaxis: {visible: false, range: [-0.45, 2.3]}};
+                    xaxis: {visible: false, range: [-0.7, pos.length - 0.3]}, yaxis: {visible: false, range: [-0.45, 2.75]}};
     Plotly.react("strip", data, layout, {displaylogo: false, responsive: true});
   }
 
