@@ -62,6 +62,12 @@ class Progress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._trial_line(trial, trials)
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self.searcher.note_restart(trial.trial_id)
+        if not self.quiet:
+            print(f"trial {trial.config.get('trial_number', '?')}: its worker was lost; Ray Tune runs it again",
+                  flush=True)
+
     def _trial_line(self, trial, trials) -> None:
         if self.quiet:
             return

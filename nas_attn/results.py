@@ -25,7 +25,8 @@ STATUS_INFEASIBLE, STATUS_INTERRUPTED = "infeasible", "interrupted"
 #: statuses that count against the trial budget (an infeasible arch never trains; an interrupted one reruns)
 FINISHED = (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
-                 "wall_s", "train_s", "startup_s", "node", "device", "tune_trial_id", "checkpoint", "test_acc"]
+                 "wall_s", "train_s", "startup_s", "node", "node_id", "device", "restarts", "tune_trial_id",
+                 "checkpoint", "test_acc"]
 
 
 FRONT_EVAL = "front_eval.json"

@@ -46,6 +46,8 @@ def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
     p.add_argument("--concurrency", type=int, help="trials at once (default: what the resources allow)")
     p.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///study.db, postgresql://…); "
                                      "default: a journal file in the run folder")
+    p.add_argument("--storage-path", help="where Ray Tune keeps trial checkpoints: a path every node can read "
+                                          "(NFS) or a URI (s3://…, gs://…); default: RUN_DIR/tune")
     p.add_argument("--reevaluate-front", type=int, default=0, metavar="K",
                    help="retrain each front arch with K more seeds and report mean ± std")
     p.add_argument("--full-budget", action="store_true",
@@ -78,7 +80,7 @@ def run_trial(config: dict[str, Any], splits, recipe, imports: list[str], thread
     from nas_attn.train import train_arch
 
     torch.set_num_threads(max(1, threads))
-    info: dict[str, Any] = {"node": ray.util.get_node_ip_address()}
+    info: dict[str, Any] = {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
     try:
         for mod in imports:
             importlib.import_module(mod)
@@ -110,14 +112,30 @@ def run_trial(config: dict[str, Any], splits, recipe, imports: list[str], thread
         tune.report({"failed": True, "reason": reason[:500], **info})
 
 
-def _evaluate_checkpoint(arch_json: str, checkpoint_dir: str, splits, threads: int) -> float:
+def latest_checkpoint(trial_uri: str):
+    """(filesystem, path) of a trial's newest ``checkpoint_*`` folder, local or remote (s3://, gs://, …)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(trial_uri) if "://" in trial_uri else (pafs.LocalFileSystem(), trial_uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    found = sorted(i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    if not found:
+        raise FileNotFoundError(f"no checkpoint under {trial_uri}")
+    return fs, found[-1]
+
+
+def _evaluate_checkpoint(arch_json: str, trial_uri: str, splits, threads: int) -> float:
     import torch
+    from ray.tune import Checkpoint
 
     from nas_attn.arch import Arch
     from nas_attn.train import test_accuracy
 
     torch.set_num_threads(max(1, threads))
-    state = torch.load(Path(checkpoint_dir) / "model.pt", map_location="cpu", weights_only=True)
+    fs, path = latest_checkpoint(trial_uri)
+    with tempfile.TemporaryDirectory() as d:
+        Checkpoint(path, filesystem=fs).to_directory(d)
+        state = torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=True)
     return test_accuracy(Arch.from_json(arch_json), state, splits)
 
 
@@ -358,6 +376,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
         "space": space.name, "space_file": str(space.path), "space_sha256": space.sha256, "run_id": run_dir.name,
         "study_name": space.name, "storage": storage_url, "objectives": space.objectives,
         "directions": space.directions, "versions": _versions(), "git_commit": _git_commit(),
+        "tune_storage": args.storage_path or "RUN_DIR/tune",
         "dataset": {"name": ds.name, "source": ds.source, "train": len(splits.train_y), "val": len(splits.val_y),
                     "test": len(splits.test_y), "input_size": space.input_size, "seed": space.recipe.seed},
         "budget": {"trials": space.trials, "epochs": space.recipe.epochs, "width": space.width,
@@ -377,11 +396,15 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
     remaining = max(0, space.trials - finished)
     if resuming:
         say(f"resume: {finished} trial(s) already finished, {remaining} to go")
-    tune_dir = run_dir / "tune"
     exp_name = f"attempt-{attempt}"
+    if args.storage_path:
+        tune_root = args.storage_path.rstrip("/") + f"/{space.name}/{run_dir.name}"
+        checkpoint_root = f"{tune_root}/{exp_name}"
+    else:
+        tune_root, checkpoint_root = str(run_dir / "tune"), f"tune/{exp_name}"  # relative: the folder can move
     searcher = NasOptunaSearch(
         space, sampler=_make_sampler(space, space.sampler_seed + len(study.trials)), storage=storage,
-        study_name=space.name, seed_base=space.recipe.seed, checkpoint_root=f"tune/{exp_name}",
+        study_name=space.name, seed_base=space.recipe.seed, checkpoint_root=checkpoint_root,
         epochs=space.recipe.epochs,
     )
     t_search = time.time()
@@ -402,7 +425,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
                                         max_concurrent_trials=concurrency,
                                         trial_dirname_creator=lambda t: t.trial_id),
             run_config=tune.RunConfig(
-                name=exp_name, storage_path=str(tune_dir), verbose=0,
+                name=exp_name, storage_path=tune_root, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=2),
                 callbacks=[Progress(searcher, space.trials, finished, concurrency, quiet=args.quiet)],
             ),
@@ -448,13 +471,14 @@ def _evaluate_front(study, front, run_dir: Path, splits, space, cpus: float, say
     splits_ref = ray.put(splits)
     refs = []
     for t in todo:
-        ckpts = sorted((run_dir / t.user_attrs["checkpoint"]).glob("checkpoint_*"))
-        if ckpts:
-            refs.append((t.number, task.remote(t.user_attrs["arch"], str(ckpts[-1]), splits_ref, int(cpus))))
-        else:
-            say(f"front: trial {t.number} has no checkpoint under {run_dir / t.user_attrs['checkpoint']}")
+        uri = t.user_attrs["checkpoint"]
+        uri = uri if "://" in uri or uri.startswith("/") else str(run_dir / uri)  # relative to the run folder
+        refs.append((t.number, task.remote(t.user_attrs["arch"], uri, splits_ref, int(cpus))))
     for number, ref in refs:
-        evals.setdefault(number, {})["test_acc"] = float(ray.get(ref))
+        try:
+            evals.setdefault(number, {})["test_acc"] = float(ray.get(ref))
+        except Exception as exc:  # e.g. a checkpoint on a worker's local disk: say so, keep the rest
+            say(f"front: trial {number}: no test accuracy ({str(exc).strip().splitlines()[-1][:200]})")
     save_front_eval(run_dir, evals)
 
 

@@ -46,6 +46,7 @@ class NasOptunaSearch(OptunaSearch):
         self._history: dict[str, list[dict[str, Any]]] = {}
         self._started: dict[str, float] = {}
         self._costs: dict[str, dict[str, int]] = {}
+        self._restarts: dict[str, int] = {}
 
     @property
     def study(self) -> optuna.Study:
@@ -79,6 +80,12 @@ class NasOptunaSearch(OptunaSearch):
                           f"(last: {reason}); loosen constraints or narrow the space")
         return Searcher.FINISHED
 
+    def note_restart(self, trial_id: str) -> None:
+        """Tune restarts a trial whose process or node was lost (``FailureConfig``): count it."""
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._restarts[trial_id] = self._restarts.get(trial_id, 0) + 1
+            self._ot_trials[trial_id].set_user_attr("restarts", self._restarts[trial_id])
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if "epoch" not in result:
             return
@@ -98,7 +105,7 @@ class NasOptunaSearch(OptunaSearch):
             "history": history, "epochs_run": len(history),
             "val_acc_best": max(accs) if accs else None, "val_acc_final": accs[-1] if accs else None,
             "wall_s": round(time.time() - self._started.pop(trial_id, time.time()), 3),
-            **{k: result[k] for k in ("node", "device", "startup_s", "train_s") if k in result},
+            **{k: result[k] for k in ("node", "node_id", "device", "startup_s", "train_s") if k in result},
         }
         values = None
         if error:
