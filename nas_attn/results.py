@@ -25,7 +25,7 @@ STATUS_INFEASIBLE, STATUS_INTERRUPTED = "infeasible", "interrupted"
 #: statuses that count against the trial budget (an infeasible arch never trains; an interrupted one reruns)
 FINISHED = (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
-                 "wall_s", "train_s", "startup_s", "node", "node_id", "device", "restarts", "tune_trial_id",
+                 "wall_s", "train_s", "startup_s", "launch_s", "node", "node_id", "device", "restarts", "tune_trial_id",
                  "checkpoint", "test_acc"]
 
 
@@ -83,7 +83,7 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
     if df.empty:
         return pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", *_ATTR_COLUMNS])
     fixed = ["trial", "status", "reason", "placements", "params", "flops", "val_acc_best", "val_acc_final",
-             "test_acc", "epochs_run", "seed", "wall_s", "train_s", "startup_s", "node", "device"]
+             "test_acc", "epochs_run", "seed", "wall_s", "train_s", "startup_s", "launch_s", "node", "device"]
     rest = sorted(c for c in df.columns if c not in fixed)
     return df[fixed + rest].sort_values("trial").reset_index(drop=True)
 

@@ -423,7 +423,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                                         max_concurrent_trials=concurrency,
-                                        trial_dirname_creator=lambda t: t.trial_id),
+                                        trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=exp_name, storage_path=tune_root, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=2),

@@ -90,6 +90,10 @@ class NasOptunaSearch(OptunaSearch):
         if "epoch" not in result:
             return
         rows = self._history.setdefault(trial_id, [])
+        if not rows and trial_id in self._started and trial_id in self._ot_trials:
+            # driver's view of start-up: trial launched → first training step (actor, imports, data, model)
+            launch = time.time() - self._started[trial_id] - result.get("epoch_s", 0.0)
+            self._ot_trials[trial_id].set_user_attr("launch_s", round(launch, 3))
         # a trial retried after a node failure starts again at epoch 1: drop the lost attempt's epochs
         rows[:] = [r for r in rows if r["epoch"] < result["epoch"]]
         rows.append({k: result[k] for k in _EPOCH_KEYS if k in result})
