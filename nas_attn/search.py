@@ -309,8 +309,6 @@ def run_search(args) -> int:
     space = load_space(args.space, in_chans=in_chans, dataset=dataset_name)
     space = _apply_flags(space, args)
     run_dir, resuming = _resolve_run_dir(args, space)
-    if resuming and not args.resume and not args.run_id:
-        raise NasAttnError(f"{run_dir} exists: pass --resume to continue it")
     if resuming and (run_dir / "space.yaml").exists():
         recorded = json.loads((run_dir / "manifest.json").read_text()).get("space_sha256")
         if recorded and recorded != space.sha256:

@@ -223,52 +223,78 @@ def train_arch(
         raise TrialFailed(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
 
 
+class Trainer:
+    """A model, its optimiser and schedule, and its training data on the device: a trial's inner loop.
+
+    ``run_steps`` is what a trial times as training; ``step`` alone, on a fixed batch, is the synthetic
+    ceiling that ``scripts/bench_gpu.py`` compares it with.
+    """
+
+    def __init__(self, arch: Arch, splits: Splits, recipe: Recipe, device: torch.device, seed: int) -> None:
+        self.recipe, self.device = recipe, device
+        self.model = build_model(arch).to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_model = torch.compile(self.model) if recipe.compile else self.model
+        self.train = DeviceData(splits.train_x, splits.train_y, splits.mean, splits.std, device)
+        self.batch_size = min(recipe.batch_size, len(self.train))
+        self.steps_per_epoch = max(1, len(self.train) // self.batch_size)  # drop the last incomplete batch
+        self.opt = _optimizer(self.model, recipe)
+        self.sched = _scheduler(self.opt, recipe, recipe.epochs * self.steps_per_epoch)
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented, normalised images and their labels, all on the device."""
+        r = self.recipe
+        return self.train.normalise(augment(self.train.x[idx], r.crop_padding, r.hflip, self.gen)), self.train.y[idx]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step (bf16 autocast and channels_last on CUDA); returns (loss, correct) on device."""
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.step_model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    def run_steps(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``steps`` steps over a fresh permutation; (summed loss, correct) stay on the device (no sync)."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        perm = torch.randperm(len(self.train), device=self.device, generator=self.gen)
+        bs = self.batch_size
+        for s in range(steps):
+            loss, right = self.step(*self.batch(perm[(s % self.steps_per_epoch) * bs:][:bs]))
+            loss_sum += loss
+            correct += right
+        return loss_sum, correct
+
+
 def _train(arch, splits, recipe, seed, device, report, keep_weights, cost, t0) -> TrainResult:
-    model = build_model(arch).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if recipe.compile else model
-    train = DeviceData(splits.train_x, splits.train_y, splits.mean, splits.std, device)
+    trainer = Trainer(arch, splits, recipe, device, seed)
+    model = trainer.model
     val = DeviceData(splits.val_x, splits.val_y, splits.mean, splits.std, device)
-    bs = min(recipe.batch_size, len(train))
-    steps_per_epoch = max(1, len(train) // bs)  # drop the last incomplete batch (BatchNorm needs > 1 sample)
-    opt = _optimizer(model, recipe)
-    sched = _scheduler(opt, recipe, recipe.epochs * steps_per_epoch)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    steps, bs = trainer.steps_per_epoch, trainer.batch_size
     result = TrainResult(cost["params"], cost["flops"], device=str(device))
-    autocast = device.type == "cuda"
     for epoch in range(1, recipe.epochs + 1):
-        model.train()
         e0 = time.perf_counter()
         if epoch == 1:
             result.startup_s = e0 - t0
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(len(train), device=device, generator=gen)
-        for s in range(steps_per_epoch):
-            idx = perm[s * bs: (s + 1) * bs]
-            x = train.normalise(augment(train.x[idx], recipe.crop_padding, recipe.hflip, gen))
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = train.y[idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = step_model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == y).sum()
-        train_loss = float(loss_sum) / steps_per_epoch  # one device sync per epoch
+        loss_sum, correct = trainer.run_steps(steps)
+        train_loss = float(loss_sum) / steps  # one device sync per epoch
         train_s = time.perf_counter() - e0
         result.train_s += train_s
         if not math.isfinite(train_loss):
             raise TrialFailed(f"non-finite training loss at epoch {epoch}")
-        recalibrate_batchnorm(model, train, recipe.bn_recalibration, recipe.batch_size, device)
+        recalibrate_batchnorm(model, trainer.train, recipe.bn_recalibration, recipe.batch_size, device)
         val_loss, val_acc = evaluate(model, val, recipe.eval_batch_size, device)
-        stats = EpochStats(epoch, train_loss, float(correct) / (steps_per_epoch * bs), val_loss, val_acc,
-                           sched.get_last_lr()[0], time.perf_counter() - e0, steps_per_epoch * bs / train_s)
+        stats = EpochStats(epoch, train_loss, float(correct) / (steps * bs), val_loss, val_acc,
+                           trainer.sched.get_last_lr()[0], time.perf_counter() - e0, steps * bs / train_s)
         result.history.append(stats)
         if report is not None:
             report(stats, model)

@@ -197,3 +197,12 @@ def test_headless_chromium_renders_and_selection_updates_detail(page, tmp_path):
         browser.close()
     assert not outside, outside
     assert not errors, errors
+
+
+def test_committed_example_run_opens():
+    example = REPO / "results" / "examples" / "mobilenetv2_ulsam-cpu-budget"
+    data = load_run(example)
+    assert len(data.trials) == 10 and (data.trials["status"] == "complete").all()
+    assert set(data.front["trial"]) == {2, 8, 9} and data.front["test_acc"].notna().all()
+    html = build_page([data])
+    assert "mobilenetv2_ulsam/mobilenetv2_ulsam-cpu-budget: Pareto front" in html.replace("\\u002f", "/")

@@ -5,6 +5,7 @@ from nas_attn.complexity import count_flops, count_params
 from nas_attn.errors import ModuleConfigError
 from nas_attn.modules import create, get_entry, list_modules
 from nas_attn.modules.lgam import LGAM
+from nas_attn.modules.light_attention import global_stochastic_pool
 from nas_attn.modules.ulsam import ULSAM, ulsam_loop_reference
 
 ALL = list_modules()
@@ -85,8 +86,15 @@ def test_la_finite_on_hard_inputs(make, training):
 
 
 def test_la_stochastic_in_training_deterministic_in_eval():
-    mod = create("la", 32)
     x = torch.randn(2, 32, 8, 8)
+    d1, d2 = global_stochastic_pool(x, 2, training=True)
+    assert not torch.equal(d1, d2)  # two independent draws
+    p = x.relu().flatten(2)
+    assert all(bool((p == v.unsqueeze(-1)).any(-1).all()) for v in (d1, d2))  # each draw is one of the values
+    e1, e2 = global_stochastic_pool(x, 2, training=False)
+    torch.testing.assert_close(e1, (p * p).sum(-1) / p.sum(-1))  # the expectation sum(p * P)
+    assert torch.equal(e1, e2)
+    mod = create("la", 32, reduction=1)  # a wide MLP, so the draws reach the output
     assert not torch.equal(mod.train()(x), mod(x))
     assert torch.equal(mod.eval()(x), mod(x))
 

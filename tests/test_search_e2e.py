@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
@@ -82,9 +83,11 @@ early_stopping: {scheduler: asha, grace_period: 1, reduction_factor: 3}
 
 
 def test_asha_stops_are_pruned_failures_are_recorded_and_the_run_completes(tmp_path):
+    """Also: the study in an RDB (--storage sqlite:///…) instead of the run folder's journal."""
     space = write_space(tmp_path / "asha_fail.yaml", ASHA_AND_FAILURE)
     results = tmp_path / "results"
-    r = search("--space", space, "--results-dir", results)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    r = search("--space", space, "--results-dir", results, "--storage", url)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run = only_run(results, "asha_fail")
     trials = pd.read_parquet(run / "trials.parquet")
@@ -98,10 +101,14 @@ def test_asha_stops_are_pruned_failures_are_recorded_and_the_run_completes(tmp_p
     assert (pruned["epochs_run"] < 3).all() and pruned["reason"].str.contains("ASHA").all()
     front = pd.read_csv(run / "front.csv")
     assert set(front["trial"]) <= set(trials[trials["status"] == "complete"]["trial"])  # no pruned, no failed
-    study = load_study(run, "asha_fail")
+    assert not (run / "optuna.journal").exists()
+    study = optuna.load_study(study_name="asha_fail", storage=url)
     for t in study.trials:
         expected = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
         assert t.state == expected[status[t.number]]
+    from nas_attn.dashboard.rundata import load_run
+
+    assert len(load_run(run).trials) == 8  # the dashboard opens the RDB study named in the manifest
 
 
 KILL_RESUME = """
