@@ -123,6 +123,19 @@ def front_table(trials: pd.DataFrame, metric: str = "val_acc_final") -> pd.DataF
     return done[mask].sort_values(["flops", metric]).reset_index(drop=True)
 
 
+REEVAL_KEYS = ("seeds", "val_mean", "val_std", "test_mean", "test_std")
+
+
+def add_reeval_columns(front: pd.DataFrame, front_eval: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    """``reeval_*`` columns (``--reevaluate-front``: K more seeds, mean ± std) on front rows, when measured."""
+    if front.empty or not any("reeval" in e for e in front_eval.values()):
+        return front
+    front = front.copy()
+    for key in REEVAL_KEYS:
+        front[f"reeval_{key}"] = [front_eval.get(int(n), {}).get("reeval", {}).get(key) for n in front["trial"]]
+    return front
+
+
 def hypervolume_history(study: optuna.Study, reference_point: Sequence[float]) -> pd.DataFrame:
     """Hypervolume of the front after each trial, computed by Optuna (``plot_hypervolume_history``)."""
     with warnings.catch_warnings():  # "experimental" since Optuna 3.3: its figure's data is all we use
@@ -158,19 +171,14 @@ def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFra
     evals = load_front_eval(run_dir)
     trials = trials_table(study, evals)
     history = history_table(study)
-    front = front_table(trials)
+    front = add_reeval_columns(front_table(trials), evals)
     for name, df in (("trials.parquet", trials), ("history.parquet", history)):
         tmp = run_dir / f".{name}.tmp"
         df.to_parquet(tmp, index=False)
         os.replace(tmp, run_dir / name)
     front_cols = [c for c in ["trial", "placements", "params", "flops", "val_acc_final", "val_acc_best", "test_acc",
-                              "reeval_seeds", "reeval_val_mean", "reeval_val_std", "reeval_test_mean",
-                              "reeval_test_std", "seed", "epochs_run", "arch"] if c in front.columns]
-    reeval = {n: e["reeval"] for n, e in evals.items() if "reeval" in e}
-    if not front.empty and reeval:
-        for key in ("seeds", "val_mean", "val_std", "test_mean", "test_std"):
-            front[f"reeval_{key}"] = [reeval.get(n, {}).get(key) for n in front["trial"]]
-        front_cols[-2:-2] = [f"reeval_{k}" for k in ("seeds", "val_mean", "val_std", "test_mean", "test_std")]
+                              *(f"reeval_{k}" for k in REEVAL_KEYS), "seed", "epochs_run", "arch"]
+                  if c in front.columns]
     write_atomic(run_dir / "front.csv", front.reindex(columns=front_cols).to_csv(index=False))
     archs = run_dir / "archs"
     archs.mkdir(exist_ok=True)

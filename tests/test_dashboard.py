@@ -55,7 +55,7 @@ def test_page_data_describes_the_run(smoke_run):
     assert all(t["arch"]["backbone"] == "mobilenetv2" for t in trials.values())
     assert [p["index"] for p in payload["runs"][0]["positions"]][:3] == [1, 2, 3]
     for needle in ("Validation accuracy vs MFLOPs", "Hypervolume of the front (Optuna)", "reference point",
-                   "Choices per layer", "front-table", "trials-table", "vanilla"):
+                   "Choices per layer", "front-table", "trials-table", "vanilla", "re-eval val mean"):
         assert needle in html, needle
 
 

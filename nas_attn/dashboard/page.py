@@ -97,26 +97,23 @@ def _fig_div(fig, div_id: str, empty: str) -> str:
             f'Plotly.newPlot("{div_id}", f.data, f.layout, {{responsive: true, displaylogo: false}}); }})();</script>')
 
 
+def _stack(runs: list[RunData], table: str) -> pd.DataFrame:
+    """One table of every run's ``trials`` or ``front``, with the run's index and name on each row."""
+    frames = [getattr(r, table).assign(_run=i, run=r.name) for i, r in enumerate(runs)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def build_page(runs: list[RunData], watch_seconds: float | None = None) -> str:
     """The dashboard of ``runs`` as one HTML string."""
     multi = len(runs) > 1
-    frames = []
-    for i, r in enumerate(runs):
-        df = r.trials.copy()
-        df["_run"], df["run"] = i, r.name
-        frames.append(df)
-    all_trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    fronts = []
-    for i, r in enumerate(runs):
-        f = r.front.copy()
-        f["_run"], f["run"] = i, r.name
-        fronts.append(f)
-    all_front = pd.concat(fronts, ignore_index=True) if fronts else pd.DataFrame()
+    all_trials, all_front = _stack(runs, "trials"), _stack(runs, "front")
     run_col = [("run", "run")] if multi else []
     front_cols = run_col + [("trial", "trial"), ("val_acc_final", "val acc"), ("test_acc", "test acc"),
                             ("flops", "MFLOPs"), ("params", "params"), ("placements", "placements")]
     if "reeval_val_mean" in all_front:
-        front_cols += [("reeval_val_mean", "re-eval val mean"), ("reeval_val_std", "± std")]
+        front_cols += [("reeval_seeds", "re-eval seeds"), ("reeval_val_mean", "re-eval val mean"),
+                       ("reeval_val_std", "± std"), ("reeval_test_mean", "re-eval test mean"),
+                       ("reeval_test_std", "± std")]
     trial_cols = run_col + [("trial", "trial"), ("status", "status"), ("val_acc_final", "val acc"),
                             ("val_acc_best", "best val acc"), ("flops", "MFLOPs"), ("params", "params"),
                             ("epochs_run", "epochs"), ("wall_s", "wall s"), ("placements", "placements"),

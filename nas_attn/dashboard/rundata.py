@@ -12,6 +12,7 @@ import pandas as pd
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
 from nas_attn.results import (
+    add_reeval_columns,
     front_table,
     history_table,
     hypervolume_history,
@@ -104,7 +105,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
         raise
     except Exception as exc:
         raise DashboardError(f"{run_dir}: cannot read the trials ({type(exc).__name__}: {exc})") from None
-    front = front_table(trials) if len(trials) else trials.iloc[0:0]
+    front = add_reeval_columns(front_table(trials), load_front_eval(run_dir)) if len(trials) else trials.iloc[0:0]
     positions = _positions(trials)
     return RunData(name or f"{manifest.get('space', run_dir.parent.name)}/{run_dir.name}", run_dir, manifest, trials,
                    history, front, positions, study, manifest.get("status") == "running")
