@@ -7,7 +7,14 @@ import time
 
 from ray.tune import Callback
 
-from nas_attn.results import STATUS_COMPLETE, STATUS_FAILED, STATUS_PRUNED, pareto_mask, trial_status
+from nas_attn.results import (
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    STATUS_PRUNED,
+    interrupted_trials,
+    pareto_mask,
+    trial_status,
+)
 
 
 def _hms(seconds: float) -> str:
@@ -28,8 +35,9 @@ class Progress(Callback):
 
     def _counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
+        interrupted = interrupted_trials(self.searcher.study)
         for t in self.searcher.study.get_trials(deepcopy=False):
-            s = trial_status(t)
+            s = trial_status(t, interrupted)
             counts[s] = counts.get(s, 0) + 1
         return counts
 

@@ -45,8 +45,18 @@ def save_front_eval(run_dir: Path, evals: dict[int, dict[str, Any]]) -> None:
     write_atomic(Path(run_dir) / FRONT_EVAL, json.dumps({str(k): v for k, v in sorted(evals.items())}, indent=2))
 
 
-def trial_status(t: optuna.trial.FrozenTrial) -> str:
+#: study user attribute listing the trial numbers a killed search left running (each re-run under a new number)
+INTERRUPTED_KEY = "interrupted_trials"
+
+
+def interrupted_trials(study: optuna.Study) -> frozenset[int]:
+    return frozenset(study.user_attrs.get(INTERRUPTED_KEY, []))
+
+
+def trial_status(t: optuna.trial.FrozenTrial, interrupted: frozenset[int] = frozenset()) -> str:
     """Our status of an Optuna trial (``running`` while Optuna has it running or waiting)."""
+    if t.number in interrupted:
+        return STATUS_INTERRUPTED
     if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
         return "running"
     return t.user_attrs.get("status") or {
@@ -55,15 +65,17 @@ def trial_status(t: optuna.trial.FrozenTrial) -> str:
 
 
 def count_finished(study: optuna.Study) -> int:
-    return sum(trial_status(t) in FINISHED for t in study.get_trials(deepcopy=False))
+    interrupted = interrupted_trials(study)
+    return sum(trial_status(t, interrupted) in FINISHED for t in study.get_trials(deepcopy=False))
 
 
 def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per trial that ran or was refused (interrupted attempts, re-run under a new number, left out)."""
     front_eval = front_eval or {}
+    interrupted = interrupted_trials(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        status = trial_status(t)
+        status = trial_status(t, interrupted)
         if status in ("running", STATUS_INTERRUPTED) or "arch" not in t.user_attrs:
             continue
         arch = Arch.from_json(t.user_attrs["arch"])
@@ -90,8 +102,9 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
 
 def history_table(study: optuna.Study) -> pd.DataFrame:
     """Per-epoch curves: one row per (trial, epoch)."""
+    interrupted = interrupted_trials(study)
     rows = [{"trial": t.number, **h} for t in study.get_trials(deepcopy=False)
-            if trial_status(t) in FINISHED for h in t.user_attrs.get("history", [])]
+            if trial_status(t, interrupted) in FINISHED for h in t.user_attrs.get("history", [])]
     cols = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "train_images_per_s"]
     return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
 

@@ -35,7 +35,7 @@ def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per trial; default: the space's")
     p.add_argument("--dataset", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"])
     p.add_argument("--data-root", help="dataset folder (first source tried)")
-    p.add_argument("--results-dir", default=str(REPO / "results"), help="default: ./results")
+    p.add_argument("--results-dir", default="results", help="default: ./results")
     p.add_argument("--run-id", help="run folder name; an existing one is resumed (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run of this space")
     p.add_argument("--sampler", choices=SAMPLERS)
@@ -269,14 +269,15 @@ def _prepare_study(study, space: SearchSpace, say) -> int:
     Trials left RUNNING by a killed search never reported: they are marked interrupted and their params
     enqueued so that they run again under a new number (the interrupted number is left out of the tables).
     """
-    import optuna
     from optuna.trial import TrialState
 
-    from nas_attn.results import STATUS_INTERRUPTED, count_finished
+    from nas_attn.results import INTERRUPTED_KEY, count_finished
 
     interrupted = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    if interrupted:  # recorded on the study: a finished trial's attributes can no longer be set
+        known = study.user_attrs.get(INTERRUPTED_KEY, [])
+        study.set_user_attr(INTERRUPTED_KEY, sorted({*known, *(t.number for t in interrupted)}))
     for t in interrupted:
-        optuna.trial.Trial(study, t._trial_id).set_user_attr("status", STATUS_INTERRUPTED)
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
     if interrupted:

@@ -175,11 +175,13 @@ def resolve_space_path(name_or_path: str) -> Path:
         if not p.is_file():
             raise SpaceError(f"{p}: no such space file")
         return p
-    candidate = SPACES_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        known = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
-        raise SpaceError(f"unknown space {name_or_path!r} (known: {', '.join(known)}; or give a .yaml path)")
-    return candidate
+    folders = [Path("search_spaces"), SPACES_DIR]  # the working directory's, then the repository's
+    for folder in folders:
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({f.stem for folder in folders for f in folder.glob("*.yaml")})
+    raise SpaceError(f"unknown space {name_or_path!r} (known: {', '.join(known)}; or give a .yaml path)")
 
 
 def load_space(name_or_path: str, num_classes: int = 10, in_chans: int | None = None,
