@@ -225,9 +225,21 @@ def _make_sampler(space: SearchSpace, seed: int):
                                           n_startup_trials=min(10, max(2, space.trials // 4)))
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _check_sampler(name: str) -> None:
+    """Refuse, before anything runs, a sampler this installation cannot provide."""
+    if name != "gp":
+        return
+    import optuna
+
     if not hasattr(optuna.samplers, "GPSampler"):
         raise NasAttnError(f"sampler gp: this Optuna ({optuna.__version__}) has no GPSampler")
-    return optuna.samplers.GPSampler(seed=seed)
+    try:
+        import scipy  # noqa: F401  (Optuna's GPSampler needs it; it is not a dependency of nas-attn)
+    except ImportError:
+        raise NasAttnError("sampler gp: Optuna's GPSampler needs scipy (pip install scipy)") from None
 
 
 def _open_storage(args, run_dir: Path):
@@ -309,6 +321,7 @@ def run_search(args) -> int:
     in_chans = None if dataset_name is None else (1 if dataset_name == "fashion_mnist" else 3)
     space = load_space(args.space, in_chans=in_chans, dataset=dataset_name)
     space = _apply_flags(space, args)
+    _check_sampler(space.sampler)
     run_dir, resuming = _resolve_run_dir(args, space)
     if resuming and (run_dir / "space.yaml").exists():
         recorded = json.loads((run_dir / "manifest.json").read_text()).get("space_sha256")
