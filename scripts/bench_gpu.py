@@ -35,7 +35,10 @@ def measure(arch_json: str, splits, recipe, seconds: float, synthetic: bool, bar
 
     torch.set_num_threads(threads)
     device = pick_device()
-    trainer = Trainer(Arch.from_json(arch_json), splits, recipe, device, seed=0)
+    from dataclasses import replace
+
+    # the schedule must outlast the timed window, however many steps fit in it
+    trainer = Trainer(Arch.from_json(arch_json), splits, replace(recipe, epochs=100_000), device, seed=0)
     bs = trainer.batch_size
     if synthetic:
         x = torch.randn(bs, *splits.train_x.shape[1:], device=device)
