@@ -358,7 +358,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
     from ray.tune.schedulers import ASHAScheduler
 
     from nas_attn.progress import Progress
-    from nas_attn.results import export, format_front, write_atomic
+    from nas_attn.results import export, format_front, front_table, trials_table, write_atomic
     from nas_attn.searcher import NasOptunaSearch
 
     resources = ray.cluster_resources()
@@ -447,7 +447,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
         raise NasAttnError(f"{space.path.name}: constraints: {searcher.too_tight}")
     search_s = time.time() - t_search
 
-    trials, front = export(run_dir, study)
+    front = front_table(trials_table(study))  # which archs get their test accuracy measured
     _evaluate_front(study, front, run_dir, splits, space, cpus_per_trial, say)
     if args.reevaluate_front:
         _reevaluate_front(study, front, run_dir, splits, space, args.reevaluate_front, cpus_per_trial, say)
