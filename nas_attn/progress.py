@@ -26,9 +26,8 @@ def _hms(seconds: float) -> str:
 class Progress(Callback):
     """Prints one line per finished trial and a status line at most every ``every`` seconds."""
 
-    def __init__(self, searcher, budget: int, already: int, concurrency: int, quiet: bool = False,
-                 every: float = 30.0) -> None:
-        self.searcher, self.budget, self.already, self.quiet, self.every = searcher, budget, already, quiet, every
+    def __init__(self, searcher, budget: int, concurrency: int, quiet: bool = False, every: float = 30.0) -> None:
+        self.searcher, self.budget, self.quiet, self.every = searcher, budget, quiet, every
         self.concurrency = max(1, concurrency)
         self.t0 = time.time()
         self.last = 0.0

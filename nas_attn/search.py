@@ -302,7 +302,7 @@ def _prepare_study(study, space: SearchSpace, say) -> int:
 
 def run_search(args) -> int:
     """Validate everything, then search; see :func:`build_parser` for the flags."""
-    from nas_attn.data import load_dataset, make_splits
+    from nas_attn.data import load_dataset
     from nas_attn.space import load_space
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -346,17 +346,18 @@ def run_search(args) -> int:
     else:
         ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
-        return _search(args, space, ds, run_dir, resuming, started, say, make_splits)
+        return _search(args, space, ds, run_dir, resuming, started, say)
     finally:
         ray.shutdown()
 
 
-def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_splits) -> int:
+def _search(args, space, ds, run_dir: Path, resuming: bool, started, say) -> int:
     import optuna
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from nas_attn.data import make_splits
     from nas_attn.progress import Progress
     from nas_attn.results import export, format_front, front_table, trials_table, write_atomic
     from nas_attn.searcher import NasOptunaSearch
@@ -439,7 +440,7 @@ def _search(args, space, ds, run_dir: Path, resuming: bool, started, say, make_s
             run_config=tune.RunConfig(
                 name=exp_name, storage_path=tune_root, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=2),
-                callbacks=[Progress(searcher, space.trials, finished, concurrency, quiet=args.quiet)],
+                callbacks=[Progress(searcher, space.trials, concurrency, quiet=args.quiet)],
             ),
         )
         tuner.fit()
