@@ -93,11 +93,20 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", *_ATTR_COLUMNS])
+        return empty_trials_table()
     fixed = ["trial", "status", "reason", "placements", "params", "flops", "val_acc_best", "val_acc_final",
              "test_acc", "epochs_run", "seed", "wall_s", "train_s", "startup_s", "launch_s", "node", "device"]
     rest = sorted(c for c in df.columns if c not in fixed)
     return df[fixed + rest].sort_values("trial").reset_index(drop=True)
+
+
+def empty_trials_table() -> pd.DataFrame:
+    """The trials table of a run with no trial yet."""
+    return pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", "vanilla", *_ATTR_COLUMNS])
+
+
+HISTORY_COLUMNS = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s",
+                   "train_images_per_s"]
 
 
 def history_table(study: optuna.Study) -> pd.DataFrame:
@@ -105,8 +114,7 @@ def history_table(study: optuna.Study) -> pd.DataFrame:
     interrupted = interrupted_trials(study)
     rows = [{"trial": t.number, **h} for t in study.get_trials(deepcopy=False)
             if trial_status(t, interrupted) in FINISHED for h in t.user_attrs.get("history", [])]
-    cols = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "train_images_per_s"]
-    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS) if rows else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
 def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:

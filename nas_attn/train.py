@@ -71,10 +71,6 @@ class TrainResult:
     device: str = "cpu"
     state_dict: dict[str, torch.Tensor] | None = None
 
-    @property
-    def best_val_acc(self) -> float:
-        return max((h.val_acc for h in self.history), default=float("nan"))
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,8 +156,3 @@ def make_server(run_dirs: list[str], host: str = "127.0.0.1", port: int = 8050,
     except OSError as exc:
         raise DashboardError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from None
 
-
-def wait_until_listening(server: DashboardServer, timeout: float = 5.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and not server.socket:
-        time.sleep(0.05)

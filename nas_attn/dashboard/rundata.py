@@ -12,7 +12,9 @@ import pandas as pd
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
 from nas_attn.results import (
+    HISTORY_COLUMNS,
     add_reeval_columns,
+    empty_trials_table,
     front_table,
     history_table,
     hypervolume_history,
@@ -37,7 +39,6 @@ class RunData:
     front: pd.DataFrame
     positions: list[dict[str, Any]] = field(default_factory=list)
     study: Any = None
-    live: bool = False
 
     @property
     def objectives(self) -> list[str]:
@@ -97,10 +98,9 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
         elif (run_dir / "trials.parquet").is_file():
             trials = pd.read_parquet(run_dir / "trials.parquet")
             history = pd.read_parquet(run_dir / "history.parquet") if (run_dir / "history.parquet").is_file() \
-                else pd.DataFrame(columns=["trial", "epoch", "val_acc", "train_loss"])
+                else pd.DataFrame(columns=HISTORY_COLUMNS)
         else:
-            trials = trials_table_empty()
-            history = pd.DataFrame(columns=["trial", "epoch", "val_acc", "train_loss"])
+            trials, history = empty_trials_table(), pd.DataFrame(columns=HISTORY_COLUMNS)
     except DashboardError:
         raise
     except Exception as exc:
@@ -108,12 +108,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
     front = add_reeval_columns(front_table(trials), load_front_eval(run_dir)) if len(trials) else trials.iloc[0:0]
     positions = _positions(trials)
     return RunData(name or f"{manifest.get('space', run_dir.parent.name)}/{run_dir.name}", run_dir, manifest, trials,
-                   history, front, positions, study, manifest.get("status") == "running")
-
-
-def trials_table_empty() -> pd.DataFrame:
-    return pd.DataFrame(columns=["trial", "status", "reason", "placements", "params", "flops", "val_acc_best",
-                                 "val_acc_final", "test_acc", "epochs_run", "arch", "vanilla"])
+                   history, front, positions, study)
 
 
 def _positions(trials: pd.DataFrame) -> list[dict[str, Any]]:
