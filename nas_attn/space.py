@@ -22,7 +22,7 @@ from nas_attn.data import DATASETS
 from nas_attn.errors import NasAttnError, SpaceError
 from nas_attn.modules import get_entry, list_modules
 from nas_attn.modules.csm import CSM_MAX_POSITIONS
-from nas_attn.train import Recipe
+from nas_attn.recipe import Recipe
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 NONE = "none"
@@ -364,9 +364,11 @@ def _compile(raw: dict, path: Path, sha: str, num_classes: int, in_chans: int | 
         raise SpaceError(f"{path}: sampler.name: unknown sampler {smp['name']!r} (one of {', '.join(SAMPLERS)})")
     if bud["trials"] < 1:
         raise SpaceError(f"{path}: budget.trials: must be >= 1")
-    recipe = Recipe(**{k: (float(v) if isinstance(Recipe.__dataclass_fields__[k].default, float) else v)
-                       for k, v in tr.items()})
-    _check_recipe(path, recipe)
+    try:
+        recipe = Recipe(**tr)
+    except ValueError as exc:  # pydantic's ValidationError: the first problem, on one line
+        err = exc.errors()[0]
+        raise SpaceError(f"{path}: train.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     asha = _asha(path, top["early_stopping"])
     cpu_budget = _cpu_budget(path, top["cpu_budget"])
     if cpu_budget and "width" in cpu_budget and cpu_budget["width"] != bb["width"]:
@@ -389,19 +391,6 @@ def _compile(raw: dict, path: Path, sha: str, num_classes: int, in_chans: int | 
         cpus_per_trial=float(res["cpu"]), gpus_per_trial=float(res["gpu"]), recipe=recipe, asha=asha,
         cpu_budget=cpu_budget, imports=list(top["imports"]), warnings=warnings,
     )
-
-
-def _check_recipe(path: Path, r: Recipe) -> None:
-    checks = [
-        (r.epochs >= 1, "epochs", "must be >= 1"), (r.batch_size >= 2, "batch_size", "must be >= 2"),
-        (r.lr > 0, "lr", "must be > 0"), (r.optimizer in ("sgd", "adamw"), "optimizer", "one of sgd, adamw"),
-        (r.schedule in ("onecycle", "cosine", "constant"), "schedule", "one of onecycle, cosine, constant"),
-        (0 <= r.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
-        (r.crop_padding >= 0, "crop_padding", "must be >= 0"),
-    ]
-    for ok, key, reason in checks:
-        if not ok:
-            raise SpaceError(f"{path}: train.{key}: {reason} (got {getattr(r, key)!r})")
 
 
 def _asha(path: Path, spec: dict | None) -> dict | None:

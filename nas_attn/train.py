@@ -6,8 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,32 +16,7 @@ from torch import nn
 from nas_attn.arch import Arch, build_model
 from nas_attn.complexity import complexity
 from nas_attn.data import Splits
-
-
-@dataclass
-class Recipe:
-    """Training recipe of a search space (``train:`` in the YAML file)."""
-
-    epochs: int = 10
-    batch_size: int = 256
-    eval_batch_size: int = 1024
-    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | cosine | constant
-    label_smoothing: float = 0.1
-    crop_padding: int = 2  # random crop with this zero padding; 0 = off
-    hflip: bool = True
-    seed: int = 0
-    compile: bool = False
-    #: training images used to recompute BatchNorm statistics before each validation (0 = off); short
-    #: trainings otherwise validate with running statistics that lag far behind the weights
-    bn_recalibration: int = 1024
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from nas_attn.recipe import Recipe
 
 
 class TrialFailed(RuntimeError):

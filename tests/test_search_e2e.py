@@ -161,7 +161,8 @@ def test_kill_9_then_resume_loses_no_completed_trial(tmp_path):
 
 def test_nan_loss_fails_the_trial_with_its_reason():
     from nas_attn.data import load_dataset, make_splits
-    from nas_attn.train import Recipe, TrialFailed, train_arch
+    from nas_attn.recipe import Recipe
+    from nas_attn.train import TrialFailed, train_arch
 
     splits = make_splits(load_dataset(input_size=32), 0.1, 0, train_subset=128, val_subset=64)
     arch = Arch("mobilenetv2", width=0.35, num_classes=10, input_size=32, in_chans=1, small_input=True)

@@ -67,7 +67,7 @@ def test_conditional_parameters():
          r"csm at position 4 .* 4096 positions"),
         (GOOD.replace("ops: [insert, substitute]", "ops: [insert, substitute], strict_ops: true").replace("[14, 17]", "[15]"),
          r"op substitute not legal .*strict_ops"),
-        (GOOD + "train: {epochs: 0}\n", r"train\.epochs: must be >= 1"),
+        (GOOD + "train: {epochs: 0}\n", r"train\.epochs: Input should be greater than or equal to 1"),
         (GOOD + "train: {lr: fast}\n", r"train\.lr: expected integer or number"),
         (GOOD + "sampler: {name: cmaes}\n", r"sampler\.name: unknown sampler 'cmaes'"),
         (GOOD + "early_stopping: {scheduler: hyperband}\n", r"early_stopping\.scheduler: only 'asha'"),
