@@ -7,14 +7,10 @@ import time
 
 from ray.tune import Callback
 
-from nas_attn.results import (
-    STATUS_COMPLETE,
-    STATUS_FAILED,
-    STATUS_PRUNED,
-    interrupted_trials,
-    pareto_mask,
-    trial_status,
-)
+from nas_attn.records import TrialReport, TrialStatus
+from nas_attn.results import interrupted_trials, pareto_mask, trial_status
+
+COMPLETE, PRUNED, FAILED = TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED
 
 
 def _hms(seconds: float) -> str:
@@ -42,7 +38,7 @@ class Progress(Callback):
 
     def _front(self) -> str:
         pts = [(t.user_attrs.get("val_acc_final"), t.user_attrs.get("flops")) for t in
-               self.searcher.study.get_trials(deepcopy=False) if trial_status(t) == STATUS_COMPLETE]
+               self.searcher.study.get_trials(deepcopy=False) if trial_status(t) is COMPLETE]
         pts = [p for p in pts if None not in p]
         if not pts:
             return "-"
@@ -52,15 +48,15 @@ class Progress(Callback):
 
     def status_line(self, running: int) -> str:
         c = self._counts()
-        done = sum(c.get(k, 0) for k in (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED))
+        done = sum(c.get(k, 0) for k in (COMPLETE, PRUNED, FAILED))
         elapsed = time.time() - self.t0
         walls = [t.user_attrs["wall_s"] for t in self.searcher.study.get_trials(deepcopy=False)
                  if "wall_s" in t.user_attrs and t.datetime_complete and t.datetime_complete.timestamp() >= self.t0]
         # rounds of `concurrency` trials still to run, at the mean trial time seen so far
         rounds = math.ceil(max(0, self.budget - done) / self.concurrency)
         eta = _hms(sum(walls) / len(walls) * rounds) if walls else "?"
-        return (f"[{_hms(elapsed)}] trials {done}/{self.budget} done ({c.get(STATUS_COMPLETE, 0)} complete, "
-                f"{c.get(STATUS_PRUNED, 0)} pruned, {c.get(STATUS_FAILED, 0)} failed), {running} running | "
+        return (f"[{_hms(elapsed)}] trials {done}/{self.budget} done ({c.get(COMPLETE, 0)} complete, "
+                f"{c.get(PRUNED, 0)} pruned, {c.get(FAILED, 0)} failed), {running} running | "
                 f"front: {self._front()} | ETA {eta}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -70,7 +66,6 @@ class Progress(Callback):
         self._trial_line(trial, trials)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self.searcher.note_restart(trial.trial_id)
         if not self.quiet:
             print(f"trial {trial.config.get('trial_number', '?')}: its worker was lost; Ray Tune runs it again",
                   flush=True)
@@ -78,16 +73,17 @@ class Progress(Callback):
     def _trial_line(self, trial, trials) -> None:
         if self.quiet:
             return
-        r = trial.last_result or {}
+        r = TrialReport.from_result(trial.last_result)
         number = trial.config.get("trial_number", "?")
-        if r.get("failed"):
-            what = f"failed: {r.get('reason')}"
-        elif r.get("completed"):
-            what = f"val {r.get('val_acc', float('nan')):.4f}, {r.get('flops', 0) / 1e6:.2f} MFLOPs"
+        if r.failed:
+            what = f"failed: {r.reason}"
+        elif r.completed and r.epoch is not None:
+            what = f"val {r.epoch.val_acc:.4f}, {trial.config.get('flops', 0) / 1e6:.2f} MFLOPs"
         elif trial.status == "ERROR":
-            what = "failed: Ray error"
+            what = "failed: its Ray worker was lost"
         else:
-            what = f"stopped early at epoch {r.get('epoch', 0)} (val {r.get('val_acc', float('nan')):.4f})"
+            what = (f"stopped early at epoch {r.epoch.epoch} (val {r.epoch.val_acc:.4f})" if r.epoch
+                    else "stopped before its first epoch")
         from nas_attn.arch import Arch
 
         arch = Arch.from_json(trial.config["arch"]).short() if "arch" in trial.config else "?"

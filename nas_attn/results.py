@@ -19,14 +19,12 @@ import optuna
 import pandas as pd
 
 from nas_attn.arch import Arch
+from nas_attn.records import EPOCH_KEYS, TrialStatus
 
-STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED = "complete", "pruned", "failed"
-STATUS_INFEASIBLE, STATUS_INTERRUPTED = "infeasible", "interrupted"
-#: statuses that count against the trial budget (an infeasible arch never trains; an interrupted one reruns)
-FINISHED = (STATUS_COMPLETE, STATUS_PRUNED, STATUS_FAILED)
+#: the Optuna user attributes of a trial that become columns of the trials table (set by the searcher)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
                  "wall_s", "train_s", "startup_s", "launch_s", "node", "node_id", "device", "restarts", "tune_trial_id",
-                 "checkpoint", "test_acc"]
+                 "checkpoint", "traceback", "test_acc"]
 
 
 FRONT_EVAL = "front_eval.json"
@@ -53,20 +51,22 @@ def interrupted_trials(study: optuna.Study) -> frozenset[int]:
     return frozenset(study.user_attrs.get(INTERRUPTED_KEY, []))
 
 
-def trial_status(t: optuna.trial.FrozenTrial, interrupted: frozenset[int] = frozenset()) -> str:
+def trial_status(t: optuna.trial.FrozenTrial, interrupted: frozenset[int] = frozenset()) -> TrialStatus:
     """Our status of an Optuna trial (``running`` while Optuna has it running or waiting)."""
     if t.number in interrupted:
-        return STATUS_INTERRUPTED
+        return TrialStatus.INTERRUPTED
     if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
-        return "running"
-    return t.user_attrs.get("status") or {
-        optuna.trial.TrialState.COMPLETE: STATUS_COMPLETE, optuna.trial.TrialState.PRUNED: STATUS_PRUNED,
-    }.get(t.state, STATUS_FAILED)
+        return TrialStatus.RUNNING
+    if "status" in t.user_attrs:
+        return TrialStatus(t.user_attrs["status"])
+    return {optuna.trial.TrialState.COMPLETE: TrialStatus.COMPLETE,
+            optuna.trial.TrialState.PRUNED: TrialStatus.PRUNED}.get(t.state, TrialStatus.FAILED)
 
 
 def count_finished(study: optuna.Study) -> int:
+    """Trials that count against the budget (complete, pruned, failed)."""
     interrupted = interrupted_trials(study)
-    return sum(trial_status(t, interrupted) in FINISHED for t in study.get_trials(deepcopy=False))
+    return sum(trial_status(t, interrupted).finished for t in study.get_trials(deepcopy=False))
 
 
 def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
@@ -76,7 +76,7 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
     rows = []
     for t in study.get_trials(deepcopy=False):
         status = trial_status(t, interrupted)
-        if status in ("running", STATUS_INTERRUPTED) or "arch" not in t.user_attrs:
+        if status in (TrialStatus.RUNNING, TrialStatus.INTERRUPTED) or "arch" not in t.user_attrs:
             continue
         arch = Arch.from_json(t.user_attrs["arch"])
         row: dict[str, Any] = {"trial": t.number, "arch": t.user_attrs["arch"], "placements": arch.short(),
@@ -84,7 +84,7 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
         row.update({k: t.user_attrs.get(k) for k in _ATTR_COLUMNS})
         row["test_acc"] = front_eval.get(t.number, {}).get("test_acc")
         row["vanilla"] = not arch.placements
-        row["status"] = status
+        row["status"] = status.value
         for p in arch.placements:
             key = f"p{p.position}" + ("" if p.op != "insert" else "_after")
             row[f"{key}_module"], row[f"{key}_groups"], row[f"{key}_op"] = p.module, p.groups, p.op
@@ -105,15 +105,14 @@ def empty_trials_table() -> pd.DataFrame:
     return pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", "vanilla", *_ATTR_COLUMNS])
 
 
-HISTORY_COLUMNS = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s",
-                   "train_images_per_s"]
+HISTORY_COLUMNS = ["trial", *EPOCH_KEYS]
 
 
 def history_table(study: optuna.Study) -> pd.DataFrame:
     """Per-epoch curves: one row per (trial, epoch)."""
     interrupted = interrupted_trials(study)
     rows = [{"trial": t.number, **h} for t in study.get_trials(deepcopy=False)
-            if trial_status(t, interrupted) in FINISHED for h in t.user_attrs.get("history", [])]
+            if trial_status(t, interrupted).finished for h in t.user_attrs.get("history", [])]
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS) if rows else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
@@ -137,7 +136,7 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 def front_table(trials: pd.DataFrame, metric: str = "val_acc_final") -> pd.DataFrame:
     """Complete trials non-dominated on (``metric`` max, flops min), sorted by flops."""
-    done = trials[trials["status"] == STATUS_COMPLETE]
+    done = trials[trials["status"] == TrialStatus.COMPLETE.value]
     if done.empty:
         return done.copy()
     mask = pareto_mask(done[[metric, "flops"]].to_numpy(dtype=float), ["maximize", "minimize"])

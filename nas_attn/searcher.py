@@ -1,131 +1,222 @@
-"""Ray Tune's ``OptunaSearch`` with what a multi-objective NAS needs on top.
+"""The Ray Tune searcher of a search: an Optuna study, asked for archs and told their outcome.
 
-- Trials stopped early by ASHA reach Optuna as PRUNED, not as COMPLETE with their low-fidelity accuracy
-  (Ray's integration does the latter), so they never enter the front.
-- Trials whose training failed (non-finite loss, out of memory, an exception) are recorded as FAIL with
-  their reason; the search continues.
-- Archs over a constraint (``max_flops`` …) are refused at suggestion time: recorded, never trained.
-- Everything a trial leaves (arch, cost, per-epoch history, timings, node, device) is stored as Optuna user
-  attributes *before* its state is told, so the study alone rebuilds every table after a kill.
+:class:`StudySearcher` is a :class:`ray.tune.search.Searcher` that owns its :class:`optuna.Study` and
+uses only public APIs of both (Optuna's ask/tell, Tune's searcher and callback hooks):
+
+- Archs over a constraint are told at once as complete with their violation (so that the sampler's
+  ``constraints_func`` learns from them), recorded as infeasible, and never trained; another arch is
+  asked for instead.
+- Trials stopped early by ASHA are told PRUNED, never COMPLETE with their low-fidelity accuracy, so they
+  never enter the front; trials that failed are told FAIL with their reason (and their traceback kept in
+  the run folder).
+- Everything a trial leaves (arch, cost, per-epoch history, timings, node, device, checkpoint) is stored
+  as user attributes *before* its state is told, so that the study alone rebuilds every table after a kill.
+
+:class:`StudyCallback` forwards what Tune tells callbacks (a trial's checkpoint, a restart after a lost
+worker, a worker's error) to the searcher.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from nas_attn.arch import Arch
-from nas_attn.complexity import complexity
-from nas_attn.results import STATUS_COMPLETE, STATUS_FAILED, STATUS_INFEASIBLE, STATUS_PRUNED
-from nas_attn.space import SearchSpace
+from nas_attn.checkpoints import checkpoint_uri
+from nas_attn.records import EpochStats, TrialConfig, TrialReport, TrialStatus
+from nas_attn.runfolder import RunFolder
+from nas_attn.space.encoding import Encoding
 
 #: consecutive refused archs after which the constraints are declared too tight for the space
 MAX_CONSECUTIVE_INFEASIBLE = 200
-_EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s", "train_images_per_s")
 
 
-class NasOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` in multi-objective mode over a :class:`SearchSpace` (define-by-run)."""
+@dataclass
+class LiveTrial:
+    """A trial handed to Tune and not told yet."""
 
-    def __init__(self, space: SearchSpace, *, sampler: optuna.samplers.BaseSampler,
-                 storage: optuna.storages.BaseStorage, study_name: str, seed_base: int, checkpoint_root: str,
-                 epochs: int) -> None:
-        super().__init__(space=space.suggest, metric=list(space.objectives),
-                         mode=["max" if d == "maximize" else "min" for d in space.directions],
-                         sampler=sampler, storage=storage, study_name=study_name)
-        self.nas_space = space
-        self.seed_base = seed_base
-        self.checkpoint_root = checkpoint_root
-        self.epochs = epochs
-        self.too_tight: str | None = None
-        self._history: dict[str, list[dict[str, Any]]] = {}
-        self._started: dict[str, float] = {}
+    trial: optuna.Trial
+    cost: dict[str, int]
+    started: float
+    history: list[EpochStats] = field(default_factory=list)
+    restarts: int = 0
+
+
+class StudySearcher(Searcher):
+    """Proposes archs from ``encoding`` through ``study`` and tells the study what became of them.
+
+    Args:
+        study: the run's study (its sampler already set).
+        encoding: how the space's choices are Optuna parameters.
+        cost: ``arch -> {"params", "flops"}``; computed once per distinct arch here, and handed to the trial.
+        run: the run folder (tracebacks of failed trials go there).
+        seed_base: a trial's seed is ``seed_base + its number``.
+        epochs: the recipe's epochs (a trial that reports fewer was stopped early).
+        storage_scheme: URI scheme of checkpoints (``None``: local paths).
+    """
+
+    def __init__(self, study: optuna.Study, encoding: Encoding, *, cost: Callable[[Arch], dict[str, int]],
+                 run: RunFolder, seed_base: int, epochs: int, storage_scheme: str | None = None) -> None:
+        super().__init__(metric="val_acc", mode="max")
+        self.study, self.encoding, self.run = study, encoding, run
+        self.seed_base, self.epochs, self.storage_scheme = seed_base, epochs, storage_scheme
+        self._cost_of = cost
         self._costs: dict[str, dict[str, int]] = {}
-        self._restarts: dict[str, int] = {}
+        self.live: dict[str, LiveTrial] = {}
+        self.too_tight: str | None = None
 
-    @property
-    def study(self) -> optuna.Study:
-        return self._ot_study
-
-    def _cost(self, arch_json: str) -> dict[str, int]:
-        if arch_json not in self._costs:
-            self._costs[arch_json] = complexity(Arch.from_json(arch_json))
-        return self._costs[arch_json]
+    # -- proposing ------------------------------------------------------------------------------
+    def cost(self, arch: Arch) -> dict[str, int]:
+        key = arch.to_json()
+        if key not in self._costs:
+            self._costs[key] = self._cost_of(arch)
+        return self._costs[key]
 
     def suggest(self, trial_id: str) -> dict | None:
+        reason = None
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
-            config = super().suggest(trial_id)
-            ot_trial = self._ot_trials[trial_id]
-            arch = Arch.from_json(config["arch"])
-            cost = self._cost(config["arch"])
-            attrs = {"arch": config["arch"], "params": cost["params"], "flops": cost["flops"],
-                     "tune_trial_id": trial_id}
-            reason = self.nas_space.violations(arch, cost)
-            if reason is None:
-                seed = self.seed_base + ot_trial.number
-                attrs.update(seed=seed, checkpoint=f"{self.checkpoint_root}/{trial_id}")
-                _set_attrs(ot_trial, attrs)
-                self._started[trial_id] = time.time()
-                return {**config, "trial_number": ot_trial.number, "seed": seed}
-            # over a constraint: recorded, never trained, and not counted against the trial budget
-            _set_attrs(ot_trial, {**attrs, "status": STATUS_INFEASIBLE, "reason": reason})
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            del self._ot_trials[trial_id]
+            trial, arch = self.encoding.ask(self.study)
+            cost = self.cost(arch)
+            violation = self.encoding.space.violation(arch, cost)
+            _set_attrs(trial, {"arch": arch.to_json(), "params": cost["params"], "flops": cost["flops"],
+                               "tune_trial_id": trial_id})
+            for name, value in violation.values.items():  # what the samplers learn feasibility from
+                trial.set_constraint(name, value)
+            if violation.reason is None:
+                seed = self.seed_base + trial.number
+                _set_attrs(trial, {"seed": seed})
+                self.live[trial_id] = LiveTrial(trial, cost, time.time())
+                return TrialConfig(arch.to_json(), trial.number, seed, cost["params"], cost["flops"]).to_config()
+            reason = violation.reason
+            self._tell_infeasible(trial, cost, reason)
         self.too_tight = (f"{MAX_CONSECUTIVE_INFEASIBLE} consecutive sampled archs broke the constraints "
                           f"(last: {reason}); loosen constraints or narrow the space")
         return Searcher.FINISHED
 
-    def note_restart(self, trial_id: str) -> None:
-        """Tune restarts a trial whose process or node was lost (``FailureConfig``): count it."""
-        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._restarts[trial_id] = self._restarts.get(trial_id, 0) + 1
-            self._ot_trials[trial_id].set_user_attr("restarts", self._restarts[trial_id])
+    def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int], reason: str) -> None:
+        """Recorded and told, never trained: the worst accuracy, its real cost, and its violation."""
+        _set_attrs(trial, {"status": TrialStatus.INFEASIBLE.value, "reason": reason})
+        values = [0.0 if o == "val_acc" else float(cost[o]) for o in self.encoding.space.objectives]
+        self.study.tell(trial, values)
 
+    # -- what Tune reports ----------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if "epoch" not in result:
+        live = self.live.get(trial_id)
+        if live is not None:
+            self._note_epoch(live, TrialReport.from_result(result))
+
+    def _note_epoch(self, live: LiveTrial, report: TrialReport) -> None:
+        epoch = report.epoch
+        if epoch is None or (live.history and live.history[-1] == epoch):
             return
-        rows = self._history.setdefault(trial_id, [])
-        if not rows and trial_id in self._started and trial_id in self._ot_trials:
-            # driver's view of start-up: trial launched → first training step (actor, imports, data, model)
-            launch = time.time() - self._started[trial_id] - result.get("epoch_s", 0.0)
-            self._ot_trials[trial_id].set_user_attr("launch_s", round(launch, 3))
-        # a trial retried after a node failure starts again at epoch 1: drop the lost attempt's epochs
-        rows[:] = [r for r in rows if r["epoch"] < result["epoch"]]
-        rows.append({k: result[k] for k in _EPOCH_KEYS if k in result})
+        if not live.history:  # the driver's view of start-up: launched → first step (actor, data, model)
+            live.trial.set_user_attr("launch_s", round(time.time() - live.started - epoch.epoch_s, 3))
+        # a trial retried after a lost node starts again at epoch 1: the lost attempt's epochs go
+        live.history[:] = [h for h in live.history if h.epoch < epoch.epoch] + [epoch]
+
+    def record_checkpoint(self, trial_id: str, checkpoint) -> None:
+        """Where Tune stored the trial's final checkpoint (a ``ray.tune.Checkpoint``)."""
+        if trial_id in self.live:
+            uri = checkpoint_uri(checkpoint, self.run.path, self.storage_scheme)
+            self.live[trial_id].trial.set_user_attr("checkpoint", uri)
+
+    def record_restart(self, trial_id: str) -> None:
+        """Tune runs a trial again after its process or node was lost (``FailureConfig``)."""
+        if trial_id in self.live:
+            live = self.live[trial_id]
+            live.restarts += 1
+            live.trial.set_user_attr("restarts", live.restarts)
+
+    def keep_worker_error(self, trial_number: int, text: str) -> None:
+        """The error text of a trial whose worker failed (Tune's ``Trial.get_error()``), kept in the run
+        folder. Tune tells callbacks after the searcher, so the trial is told already; its ``traceback``
+        attribute names this file."""
+        self._keep_traceback(trial_number, text or "(Ray Tune recorded no error text)")
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        live = self.live.pop(trial_id, None)
+        if live is None:
             return
-        ot_trial = self._ot_trials[trial_id]
-        result = result or {}
-        history = self._history.pop(trial_id, [])
-        accs = [h["val_acc"] for h in history if "val_acc" in h]
+        report = TrialReport.from_result(result)
+        self._note_epoch(live, report)
+        status, reason, traceback = self._outcome(live, report, error)
+        accs = [h.val_acc for h in live.history]
         attrs: dict[str, Any] = {
-            "history": history, "epochs_run": len(history),
-            "val_acc_best": max(accs) if accs else None, "val_acc_final": accs[-1] if accs else None,
-            "wall_s": round(time.time() - self._started.pop(trial_id, time.time()), 3),
-            **{k: result[k] for k in ("node", "node_id", "device", "startup_s", "train_s") if k in result},
+            "status": status.value, "reason": reason, "history": [h.to_dict() for h in live.history],
+            "epochs_run": len(live.history), "val_acc_best": max(accs, default=None),
+            "val_acc_final": accs[-1] if accs else None, "wall_s": round(time.time() - live.started, 3),
+            **{k: getattr(report, k) for k in ("node", "node_id", "device", "startup_s", "train_s")
+               if getattr(report, k) not in (None, "")},
         }
+        if traceback:
+            attrs["traceback"] = self._keep_traceback(live.trial.number, traceback)
+        elif error:  # written by StudyCallback.on_trial_error, which Tune calls next
+            attrs["traceback"] = str(self.run.traceback_file(live.trial.number).relative_to(self.run.path))
+        _set_attrs(live.trial, attrs)
         values = None
+        if status is TrialStatus.COMPLETE:
+            values = [report.epoch.val_acc if o == "val_acc" else float(live.cost[o]) for o in self._objectives]
+        state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(
+            status, TrialState.FAIL)
+        self.study.tell(live.trial, values, state=state)
+
+    @property
+    def _objectives(self) -> tuple[str, ...]:
+        return self.encoding.space.objectives
+
+    def _outcome(self, live: LiveTrial, report: TrialReport, error: bool) -> tuple[TrialStatus, str, str]:
+        """(status, reason, traceback text) of a finished trial."""
         if error:
-            state, attrs["status"] = TrialState.FAIL, STATUS_FAILED
-            attrs["reason"] = "the trial's Ray worker failed (process or node lost); see the Tune trial's error.txt"
-        elif result.get("failed"):
-            state, attrs["status"], attrs["reason"] = TrialState.FAIL, STATUS_FAILED, result.get("reason", "failed")
-        elif not result.get("completed"):
-            state, attrs["status"] = TrialState.PRUNED, STATUS_PRUNED
-            attrs["reason"] = f"stopped early by ASHA after {len(history)} of {self.epochs} epochs"
-        else:
-            state, attrs["status"] = TrialState.COMPLETE, STATUS_COMPLETE
-            values = [result[m] for m in self.metric]
-        _set_attrs(ot_trial, attrs)
-        self._ot_study.tell(ot_trial, values, state=state)
-        self._completed_trials.add(trial_id)
+            return TrialStatus.FAILED, "the trial's Ray worker failed (process or node lost)", ""
+        if report.failed:
+            return TrialStatus.FAILED, report.reason or "failed", report.traceback
+        if not report.completed or report.epoch is None:
+            return (TrialStatus.PRUNED, f"stopped early by ASHA after {len(live.history)} of {self.epochs} epochs",
+                    "")
+        return TrialStatus.COMPLETE, "", ""
+
+    def _keep_traceback(self, number: int, text: str) -> str:
+        path = self.run.traceback_file(number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path.relative_to(self.run.path))
+
+    # -- Tune's experiment checkpoints: the study is the state; this only maps Tune ids to trials --
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps({k: v.trial.number for k, v in self.live.items()}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a resumed search reopens the study (``--resume``), not Tune's state."""
+
+
+class StudyCallback(Callback):
+    """Forwards Tune's callback events about a trial to the :class:`StudySearcher`."""
+
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        self.searcher.record_checkpoint(trial.trial_id, checkpoint)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self.searcher.record_restart(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        try:
+            text = trial.get_error() or ""
+        except Exception:  # reading Tune's error file is best effort; the trial is recorded as failed anyway
+            text = ""
+        if "trial_number" in trial.config:
+            self.searcher.keep_worker_error(trial.config["trial_number"], str(text))
 
 
 def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_attn.arch import Arch, build_model
-from nas_attn.complexity import complexity
 from nas_attn.data import Splits
 from nas_attn.recipe import Recipe
+from nas_attn.records import EpochStats
 
 
 class TrialFailed(RuntimeError):
@@ -24,21 +24,7 @@ class TrialFailed(RuntimeError):
 
 
 @dataclass
-class EpochStats:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    epoch_s: float
-    train_images_per_s: float
-
-
-@dataclass
 class TrainResult:
-    params: int
-    flops: int
     history: list[EpochStats] = field(default_factory=list)
     startup_s: float = 0.0
     train_s: float = 0.0
@@ -186,9 +172,8 @@ def train_arch(
     seed_everything(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    cost = complexity(arch)
     try:
-        return _train(arch, splits, recipe, seed, device, report, keep_weights, cost, t0)
+        return _train(arch, splits, recipe, seed, device, report, keep_weights, t0)
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
 
@@ -245,12 +230,12 @@ class Trainer:
         return loss_sum, correct
 
 
-def _train(arch, splits, recipe, seed, device, report, keep_weights, cost, t0) -> TrainResult:
+def _train(arch, splits, recipe, seed, device, report, keep_weights, t0) -> TrainResult:
     trainer = Trainer(arch, splits, recipe, device, seed)
     model = trainer.model
     val = DeviceData(splits.val_x, splits.val_y, splits.mean, splits.std, device)
     steps, bs = trainer.steps_per_epoch, trainer.batch_size
-    result = TrainResult(cost["params"], cost["flops"], device=str(device))
+    result = TrainResult(device=str(device))
     for epoch in range(1, recipe.epochs + 1):
         e0 = time.perf_counter()
         if epoch == 1:

@@ -43,6 +43,6 @@ class CSM(nn.Module):
         return self.gamma * out.view(b, m, h, w) + f1
 
 
-@register_module("csm", source="CSM section II")
+@register_module("csm", source="CSM section II", max_positions=CSM_MAX_POSITIONS)
 def csm(channels: int, reduction: int = 16) -> nn.Module:
     return CSM(channels, reduction)

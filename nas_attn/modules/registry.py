@@ -23,13 +23,16 @@ class ModuleEntry:
     takes_groups: bool
     default_groups: int | None
     source: str
+    #: the largest h*w map the module may attend over (its cost grows with (h*w)^2); None: no limit
+    max_positions: int | None = None
 
 
 _REGISTRY: dict[str, ModuleEntry] = {}
 
 
 def register_module(
-    name: str, *, takes_groups: bool = False, default_groups: int | None = None, source: str = "nas_attn"
+    name: str, *, takes_groups: bool = False, default_groups: int | None = None, source: str = "nas_attn",
+    max_positions: int | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``fn(channels, groups=None, **kwargs) -> nn.Module`` under ``name``.
 
@@ -40,7 +43,7 @@ def register_module(
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ModuleConfigError(f"attention module {name!r} is already registered")
-        _REGISTRY[name] = ModuleEntry(name, fn, takes_groups, default_groups, source)
+        _REGISTRY[name] = ModuleEntry(name, fn, takes_groups, default_groups, source, max_positions)
         return fn
 
     return decorator

@@ -1,0 +1,56 @@
+"""Trial checkpoints: what a trial saves, where Ray Tune put it, and reading it back.
+
+A trial's last report carries a checkpoint folder with ``model.pt`` (the state dict, on the CPU) and
+``arch.json``. Ray Tune persists it under the experiment's storage and hands the persisted
+:class:`ray.tune.Checkpoint` to callbacks (``Callback.on_checkpoint``); its location is recorded on the
+Optuna trial as ``checkpoint``: a path relative to the run folder when it lies inside it (so the folder can
+move), an absolute path, or a URI (``s3://…``) with ``--storage-path``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS = "model.pt"
+ARCH = "arch.json"
+
+
+def checkpoint_uri(checkpoint, run_dir: Path, scheme: str | None) -> str:
+    """How the run records a persisted ``ray.tune.Checkpoint`` (see the module docstring)."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        path = Path(checkpoint.path)
+        return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
+    return f"{scheme or checkpoint.filesystem.type_name}://{checkpoint.path}"
+
+
+def save_checkpoint(folder: Path, state_dict: dict[str, torch.Tensor], arch_json: str) -> None:
+    """Write what a trial's final checkpoint holds into ``folder``."""
+    import torch
+
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, folder / WEIGHTS)
+    (folder / ARCH).write_text(arch_json)
+
+
+def load_weights(uri: str, run_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the checkpoint recorded as ``uri`` (relative paths are inside ``run_dir``).
+
+    Raises:
+        FileNotFoundError: nothing readable there (e.g. a worker's local disk seen from the head node).
+    """
+    import torch
+
+    if "://" not in uri:
+        path = Path(uri) if Path(uri).is_absolute() else Path(run_dir) / uri
+        return torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    from ray.tune import Checkpoint
+
+    with tempfile.TemporaryDirectory() as local:
+        Checkpoint(uri).to_directory(local)
+        return torch.load(Path(local) / WEIGHTS, map_location="cpu", weights_only=True)

@@ -1,0 +1,75 @@
+"""After the search: the test set touched once, for the final front; optionally the front retrained with
+more seeds (``--reevaluate-front K``). Both run as Ray tasks with a trial's resources and are kept in
+``front_eval.json`` (Optuna does not let a finished trial be updated)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import optuna
+import pandas as pd
+import ray
+
+from nas_attn.plan import SearchPlan
+from nas_attn.results import load_front_eval, save_front_eval
+from nas_attn.trial import TrialContext, evaluate_checkpoint, retrain
+
+
+def _front_trials(study: optuna.Study, front: pd.DataFrame) -> list[optuna.trial.FrozenTrial]:
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    return [by_number[int(n)] for n in front["trial"]] if len(front) else []
+
+
+def _task(fn: Callable, plan: SearchPlan):
+    return ray.remote(num_cpus=plan.resources.cpus_per_trial, num_gpus=plan.resources.gpus_per_trial)(fn)
+
+
+def evaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, context: TrialContext,
+                   say: Callable[[str], None]) -> None:
+    """Test accuracy of each front trial's final weights, measured once per trial."""
+    run_dir = plan.run.path
+    evals = load_front_eval(run_dir)
+    todo = [t for t in _front_trials(study, front) if "test_acc" not in evals.get(t.number, {})]
+    if not todo:
+        return
+    missing = [t.number for t in todo if "checkpoint" not in t.user_attrs]
+    if missing:
+        say(f"front: trial(s) {', '.join(map(str, missing))}: no checkpoint recorded; no test accuracy")
+    todo = [t for t in todo if "checkpoint" in t.user_attrs]
+    say(f"front: measuring test accuracy of {len(todo)} arch(s) on {len(context.splits.test_y)} test images")
+    task, splits = _task(evaluate_checkpoint, plan), ray.put(context.splits)
+    refs = [(t.number, task.remote(t.user_attrs["arch"], t.user_attrs["checkpoint"], str(run_dir), splits,
+                                   plan.resources.threads)) for t in todo]
+    for number, ref in refs:
+        try:
+            evals.setdefault(number, {})["test_acc"] = float(ray.get(ref))
+        except Exception as exc:  # e.g. a checkpoint on a worker's local disk: say so, keep the rest
+            say(f"front: trial {number}: no test accuracy ({str(exc).strip().splitlines()[-1][:200]})")
+    save_front_eval(run_dir, evals)
+
+
+def reevaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, context: TrialContext,
+                     say: Callable[[str], None]) -> None:
+    """Retrain each front arch with ``--reevaluate-front`` new seeds; keep mean ± std of val and test accuracy."""
+    k, run_dir = plan.options.reevaluate_front, plan.run.path
+    evals = load_front_eval(run_dir)
+    todo = [t for t in _front_trials(study, front) if evals.get(t.number, {}).get("reeval", {}).get("seeds") != k]
+    if not todo or not k:
+        return
+    say(f"front: re-evaluating {len(todo)} arch(s) with {k} seeds each")
+    task, shared = _task(retrain, plan), ray.put(context)
+    jobs = [(t.number, [task.remote(t.user_attrs["arch"], shared, reeval_seed(t.number, i)) for i in range(k)])
+            for t in todo]
+    for number, refs in jobs:
+        vals = np.array(ray.get(refs))
+        spread = vals.std(0, ddof=1) if k > 1 else np.zeros(2)
+        evals.setdefault(number, {})["reeval"] = {
+            "seeds": k, "val_mean": float(vals[:, 0].mean()), "val_std": float(spread[0]),
+            "test_mean": float(vals[:, 1].mean()), "test_std": float(spread[1])}
+    save_front_eval(run_dir, evals)
+
+
+def reeval_seed(trial_number: int, i: int) -> int:
+    """Seeds of re-evaluations: apart from every search trial's seed (seed base + trial number)."""
+    return 10_000 + 97 * trial_number + i

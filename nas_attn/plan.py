@@ -1,0 +1,202 @@
+"""What a search will do, decided once: the flags (:class:`SearchOptions`), then one immutable
+:class:`SearchPlan` made of the space, the flags, the dataset and the cluster, which the rest reads.
+
+Everything here runs before Ray starts and before anything is written; the flags and the space file
+are checked without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from nas_attn.errors import NasAttnError
+from nas_attn.runfolder import RunFolder
+from nas_attn.space import RunSettings, SearchSpace
+
+#: Ray Tune storage schemes (pyarrow file systems) accepted by ``--storage-path``
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+#: Optuna RDB URL schemes accepted by ``--storage`` (SQLAlchemy dialects, optionally with a driver)
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+_Count = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class SearchOptions:
+    """The search's flags (``search.py --help``), typed and range-checked. ``None``: not given."""
+
+    space: str
+    trials: _Count | None = None
+    epochs: _Count | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    results_dir: str = "results"
+    run_id: str | None = None
+    resume: bool = False
+    sampler: Literal["nsga2", "tpe", "random", "gp"] | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    address: str | None = None
+    gpus_per_trial: Annotated[float, Field(ge=0, le=64, allow_inf_nan=False)] | None = None
+    cpus_per_trial: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] | None = None
+    concurrency: _Count | None = None
+    storage: str | None = None
+    storage_path: str | None = None
+    reevaluate_front: Annotated[int, Field(ge=0, le=100)] = 0
+    full_budget: bool = False
+    compile: bool = False
+    quiet: bool = False
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_above_one(cls, v: float | None) -> float | None:
+        if v is not None and v > 1 and v != int(v):
+            raise ValueError(f"above 1 it must be a whole number, got {v}")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, v: str | None) -> str | None:
+        if v is not None and urlparse(v).scheme.split("+")[0] not in RDB_SCHEMES:
+            raise ValueError(f"expected a database URL ({', '.join(s + '://…' for s in RDB_SCHEMES[:3])}), got {v!r}")
+        return v
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_uri(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and urlparse(v).scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"unknown scheme {urlparse(v).scheme!r} (a path, or one of "
+                             f"{', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+        return v
+
+    @classmethod
+    def from_flags(cls, **flags: Any) -> SearchOptions:
+        """Check the flags; the first problem is one :class:`NasAttnError` line naming the flag."""
+        try:
+            return cls(**flags)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "flags"
+            got = err.get("input")
+            raise NasAttnError(f"{flag}: {err['msg'].removeprefix('Value error, ')} (got {got!r})") from None
+
+    def run_settings(self) -> RunSettings:
+        return RunSettings(trials=self.trials, epochs=self.epochs, seed=self.seed, sampler=self.sampler,
+                           concurrency=self.concurrency, cpus_per_trial=self.cpus_per_trial,
+                           gpus_per_trial=self.gpus_per_trial, compile=self.compile)
+
+    def command_line(self, prog: str = "search.py") -> str:
+        """A command line that gives these options (for "resume with …" messages)."""
+        out = [prog, "--space", self.space]
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "space" or v is None or v is False or (f.name == "reevaluate_front" and v == 0):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            out += [flag] if v is True else [flag, str(v)]
+        return " ".join(out)
+
+
+def check_options_against_space(options: SearchOptions, space: SearchSpace) -> None:
+    """What the flags cannot ask of this space (before anything runs)."""
+    grace = space.asha_grace_period
+    if options.epochs is not None and grace is not None and options.epochs < grace:
+        raise NasAttnError(f"--epochs {options.epochs}: fewer than ASHA's grace period of {grace} epochs "
+                           f"({space.path.name}: early_stopping)")
+    if options.data_root is not None and not Path(options.data_root).expanduser().is_dir():
+        raise NasAttnError(f"--data-root {options.data_root}: no such directory")
+    if options.sampler == "gp" or (options.sampler is None and space.sampler == "gp"):
+        check_gp_sampler()
+
+
+def check_gp_sampler() -> None:
+    """Refuse, before anything runs, Optuna's GPSampler where it cannot run."""
+    import importlib.util
+
+    import optuna
+
+    if not hasattr(optuna.samplers, "GPSampler"):
+        raise NasAttnError(f"sampler gp: this Optuna ({optuna.__version__}) has no GPSampler")
+    if importlib.util.find_spec("scipy") is None:
+        raise NasAttnError("sampler gp: Optuna's GPSampler needs scipy (pip install scipy)")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the plan needs to know of the dataset (the arrays travel separately)."""
+
+    name: str
+    source: str
+    num_classes: int
+    in_chans: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-trial resources and how many trials run at once, on the cluster Ray found."""
+
+    cpus_per_trial: float
+    gpus_per_trial: float
+    concurrency: int
+    cluster_cpus: float
+    cluster_gpus: float
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of one trial."""
+        return max(1, int(self.cpus_per_trial))
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Everything a search does, decided before it starts; immutable."""
+
+    options: SearchOptions
+    space: SearchSpace
+    run: RunFolder
+    dataset: DatasetInfo
+    resources: Resources
+    budget_note: str | None
+
+    @property
+    def tune_root(self) -> str:
+        """Ray Tune's experiment root: ``--storage-path`` (shared by all nodes) or the run folder."""
+        if self.options.storage_path:
+            return self.options.storage_path.rstrip("/") + f"/{self.space.name}/{self.run.path.name}"
+        return str(self.run.path / "tune")
+
+    @property
+    def storage_scheme(self) -> str | None:
+        """The URI scheme of checkpoints (``None``: a local path)."""
+        path = self.options.storage_path
+        return urlparse(path).scheme or None if path and "://" in path else None
+
+    def resume_command(self) -> str:
+        return (f"python search.py --space {self.options.space} --results-dir {self.run.path.parent.parent} "
+                f"--run-id {self.run.path.name}")
+
+
+def make_plan(options: SearchOptions, space: SearchSpace, run: RunFolder, data: DatasetInfo,
+              cluster: dict[str, float]) -> SearchPlan:
+    """The plan of a search on ``cluster`` (Ray's ``cluster_resources()``).
+
+    Without a GPU the space's CPU budget applies unless ``--full-budget``; flags win over both.
+    """
+    gpus = float(cluster.get("GPU", 0))
+    cpu_budget = gpus == 0 and not options.full_budget and space.file.cpu_budget is not None
+    run_space = space.for_run(options.run_settings(), cpu_budget=cpu_budget, num_classes=data.num_classes,
+                              in_chans=data.in_chans)
+    if gpus == 0:
+        run_space = dataclasses.replace(run_space, gpus_per_trial=0.0)
+    cpus = run_space.cpus_per_trial
+    fit = gpus / run_space.gpus_per_trial if run_space.gpus_per_trial else float(cluster.get("CPU", 1)) / cpus
+    concurrency = run_space.concurrency or max(1, math.floor(fit))
+    resources = Resources(cpus, run_space.gpus_per_trial, concurrency, float(cluster.get("CPU", 0)), gpus)
+    return SearchPlan(options, run_space, run, data, resources, space.cpu_budget_note() if cpu_budget else None)

@@ -1,0 +1,124 @@
+"""The run folder ``RESULTS_DIR/<space>/<run-id>/``: where it is, what it holds, and its manifest.
+
+| file | written by |
+| --- | --- |
+| ``optuna.journal`` | the study (source of truth: every table is rebuilt from it) |
+| ``manifest.json`` | the driver, at the start and end of every attempt |
+| ``space.yaml`` | a copy of the space file, once |
+| ``tracebacks/<trial>.txt`` | the full traceback of a trial that raised |
+| ``trials.parquet``, ``history.parquet``, ``front.csv``, ``archs/``, ``front_eval.json`` | :mod:`nas_attn.results` |
+| ``tune/`` | Ray Tune (checkpoints), unless ``--storage-path`` puts it elsewhere |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas_attn.errors import NasAttnError, SpaceError
+from nas_attn.storage import check_folder_name
+
+STUDY_JOURNAL = "optuna.journal"
+MANIFEST = "manifest.json"
+SPACE_COPY = "space.yaml"
+TRACEBACKS = "tracebacks"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder and whether the search continues a run already started there."""
+
+    path: Path
+    resuming: bool
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def journal(self) -> Path:
+        return self.path / STUDY_JOURNAL
+
+    def traceback_file(self, trial_number: int) -> Path:
+        return self.path / TRACEBACKS / f"{trial_number}.txt"
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest (``{}`` before the first attempt); one-line error if it is not a JSON object."""
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (ValueError, OSError) as exc:
+            raise NasAttnError(f"{self.manifest_path}: not readable JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise NasAttnError(f"{self.manifest_path}: not a JSON object")
+        return manifest
+
+
+def resolve_run_folder(results_dir: str, space_name: str, run_id: str | None, resume: bool) -> RunFolder:
+    """Where the run goes: ``--run-id`` (resumed when it exists), the latest run (``--resume``) or a new one."""
+    results = Path(results_dir).expanduser()
+    if results.exists() and not results.is_dir():
+        raise NasAttnError(f"--results-dir {results_dir}: not a folder")
+    base = results.resolve() / check_folder_name(space_name, "space name")
+    if run_id is not None:
+        folder = base / check_folder_name(run_id, "--run-id")
+        return RunFolder(folder, (folder / MANIFEST).exists())
+    if resume:
+        runs = sorted(p for p in base.glob("*") if (p / MANIFEST).exists()) if base.is_dir() else []
+        if not runs:
+            raise NasAttnError(f"--resume: no earlier run of space {space_name!r} under {base}")
+        return RunFolder(runs[-1], True)
+    return RunFolder(base / dt.datetime.now().strftime("%Y%m%d-%H%M%S"), False)
+
+
+def check_resumable(run: RunFolder, space_path: Path, space_sha256: str) -> None:
+    """A resumed run must use the space file it started with."""
+    if not run.resuming:
+        return
+    recorded = run.read_manifest().get("space_sha256")
+    if recorded and recorded != space_sha256:
+        raise SpaceError(f"{space_path}: changed since run {run.path.name} started (sha256 differs); "
+                         f"resume with the same file or start a new run")
+
+
+def git_commit() -> str | None:
+    """The commit of the code that runs: ``$NAS_ATTN_GIT_COMMIT``, else git in the source tree."""
+    import os
+
+    if os.environ.get("NAS_ATTN_GIT_COMMIT"):
+        return os.environ["NAS_ATTN_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import timm
+    import torch
+    import torchvision
+
+    import nas_attn
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
+            "nas_attn": nas_attn.__version__}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def argv() -> list[str]:
+    return list(sys.argv)

@@ -1,0 +1,369 @@
+"""A validated search space: the file's sections compiled against the backbone and the module registry.
+
+:func:`load_space` reads a space file, validates it (:mod:`nas_attn.space.schema`), imports the Python
+modules it names (extra attention modules), and checks what depends on the backbone at the full budget
+and, when the file has one, at its CPU budget: positions in range, ops legal there, groups dividing the
+channels, module limits. Every problem is one :class:`~nas_attn.errors.SpaceError` line naming the file, the
+key and the reason, raised before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nas_attn.arch import Arch, Placement
+from nas_attn.errors import NasAttnError, SpaceError
+from nas_attn.modules import get_entry, list_modules
+from nas_attn.recipe import Recipe
+from nas_attn.space.schema import OBJECTIVES, Choices, CpuBudgetSection, SpaceFile
+
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class PositionChoice:
+    """What the search may choose at one position (ops: those legal there)."""
+
+    index: int
+    channels: int
+    side: int
+    modules: tuple[str, ...]
+    groups: tuple[int, ...]
+    ops: tuple[str, ...]
+
+    @property
+    def real_modules(self) -> tuple[str, ...]:
+        return tuple(m for m in self.modules if m != NONE)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """How far an arch is over each constraint, by name (Optuna's convention: > 0 violated, <= 0 met)."""
+
+    values: dict[str, float]
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run changes in a space: flags first, then the CPU budget, then the file (``None``: not given)."""
+
+    trials: int | None = None
+    epochs: int | None = None
+    seed: int | None = None
+    sampler: str | None = None
+    concurrency: int | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated space. ``file`` keeps the sections as read; the rest is compiled from them."""
+
+    name: str
+    path: Path
+    sha256: str
+    file: SpaceFile
+    base: Arch
+    positions: tuple[PositionChoice, ...]
+    recipe: Recipe
+    trials: int
+    concurrency: int | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+    sampler: str
+    sampler_seed: int
+    train_subset: int | None
+    val_subset: int | None
+    #: ASHA's grace period (the CPU budget's when that applies); ``None`` without early stopping
+    asha_grace_period: int | None = None
+    cpu_budget_applied: bool = False
+    warnings: tuple[str, ...] = ()
+
+    # -- what the rest of the program reads ------------------------------------------------------
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return tuple(self.file.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        return tuple(self.file.imports)
+
+    @property
+    def dataset(self):
+        return self.file.dataset
+
+    @property
+    def asha(self):
+        return self.file.early_stopping
+
+    def arch(self, placements: list[Placement]) -> Arch:
+        """The backbone of this space with ``placements``."""
+        return dataclasses.replace(self.base, placements=list(placements))
+
+    def vanilla_possible(self) -> bool:
+        return self.file.search.include_vanilla and all(NONE in p.modules for p in self.positions)
+
+    def violation(self, arch: Arch, cost: dict[str, int]) -> Violation:
+        """How far ``arch`` (with ``cost``, its params and flops) is over the constraints, relative to each limit."""
+        limits = [("flops", self.file.constraints.max_flops, cost["flops"]),
+                  ("params", self.file.constraints.max_params, cost["params"]),
+                  ("placements", self.file.search.max_placements, len(arch.placements))]
+        values, reason = {}, None
+        for what, limit, value in limits:
+            if limit is None:
+                continue
+            values[f"max_{what}"] = value / limit - 1.0
+            if value > limit and reason is None:
+                reason = (f"{what} {value / 1e6:.2f}M > max_{what} {limit / 1e6:.2f}M" if what == "flops"
+                          else f"{value} {what} > max_{what} {int(limit)}")
+        return Violation(values, reason)
+
+    def summary(self) -> str:
+        idx = [p.index for p in self.positions]
+        mods = sorted({m for p in self.positions for m in p.modules})
+        return (f"space {self.name}: {self.base.backbone} (width {self.base.width}, input {self.base.input_size}, "
+                f"small_input {self.base.small_input}), positions {idx[0]}-{idx[-1]}, modules {', '.join(mods)}; "
+                f"objectives {', '.join(self.objectives)}; sampler {self.sampler}; {self.trials} trials x "
+                f"{self.recipe.epochs} epochs")
+
+    # -- deriving the space a run uses ------------------------------------------------------------
+    def for_run(self, settings: RunSettings, *, cpu_budget: bool, num_classes: int, in_chans: int) -> SearchSpace:
+        """The space as a run uses it: ``settings`` (flags) win over the CPU budget (when ``cpu_budget``
+        and the file has one), which wins over the file; the dataset fixes classes and input channels."""
+        budget = self.file.cpu_budget.given() if cpu_budget and self.file.cpu_budget else {}
+        s = settings
+        recipe = self.recipe.replace(
+            epochs=_first(s.epochs, budget.get("epochs"), self.recipe.epochs),
+            batch_size=_first(budget.get("batch_size"), self.recipe.batch_size),
+            lr=float(_first(budget.get("lr"), self.recipe.lr)),
+            seed=_first(s.seed, self.recipe.seed), compile=s.compile or self.recipe.compile)
+        base = dataclasses.replace(self.base, num_classes=num_classes, in_chans=in_chans,
+                                   width=float(_first(budget.get("width"), self.base.width)))
+        positions = self.positions if base.width == self.base.width else _compile_positions(self.file, base)[0]
+        return dataclasses.replace(
+            self, base=base, positions=positions, recipe=recipe,
+            trials=_first(s.trials, budget.get("trials"), self.trials),
+            concurrency=_first(s.concurrency, budget.get("concurrency"), self.concurrency),
+            cpus_per_trial=float(_first(s.cpus_per_trial, self.cpus_per_trial)),
+            gpus_per_trial=float(_first(s.gpus_per_trial, self.gpus_per_trial)),
+            sampler=_first(s.sampler, self.sampler), sampler_seed=_first(s.seed, self.sampler_seed),
+            train_subset=_first(budget.get("train_subset"), self.train_subset),
+            val_subset=_first(budget.get("val_subset"), self.val_subset),
+            asha_grace_period=budget.get("grace_period", self.asha_grace_period) if self.asha else None,
+            cpu_budget_applied=bool(budget))
+
+    def cpu_budget_note(self) -> str | None:
+        """What the CPU budget changes, for the start-up message (``None`` without one)."""
+        if self.file.cpu_budget is None:
+            return None
+        given = ", ".join(f"{k} {v}" for k, v in self.file.cpu_budget.given().items())
+        return (f"no GPU: using the space's cpu_budget ({given}) instead of {self.file.budget.trials} trials x "
+                f"{self.file.train.epochs} epochs at width {self.file.backbone.width}; --full-budget runs the full one")
+
+
+def _first(*values):
+    """The first value that is not ``None`` (``None`` if all are)."""
+    return next((v for v in values if v is not None), None)
+
+
+# -- loading --------------------------------------------------------------------------------------------
+
+def read_space_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The file's top-level mapping and its text; one-line :class:`SpaceError` for unreadable YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: expected a mapping of keys at the top level")
+    return raw, text
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's first error as ``key.sub: reason (got value)``."""
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check of the whole file: its message names the keys
+        return msg
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{key}: unknown key"
+    if err["type"] == "missing":
+        return f"{key}: missing"
+    if err["type"] in ("value_error", "assertion_error"):  # our own checks: the message says it all
+        return f"{key}: {msg}"
+    got = err.get("input")
+    shown = repr(got) if isinstance(got, (str, int, float, bool)) or got is None else type(got).__name__
+    return f"{key}: {msg} (got {shown[:80]})"
+
+
+def _import_plugins(path: Path, names: list[str]) -> None:
+    for name in names:  # modules that register extra attention modules
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or anything the module raises while importing
+            raise SpaceError(f"{path}: imports: cannot import {name!r} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def load_space(name_or_path: str | Path, dataset: str | None = None) -> SearchSpace:
+    """Load and validate a space file (at its full budget, and at its CPU budget when it has one).
+
+    Args:
+        name_or_path: a space name (``search_spaces/NAME.yaml`` in the working directory, then the spaces
+            that ship with nas-attn) or a path to a ``.yaml`` file.
+        dataset: replaces the file's ``dataset.name`` (the ``--dataset`` flag).
+
+    Raises:
+        SpaceError: ``<file>: <key>: <reason>`` for the first problem found.
+    """
+    from nas_attn.space.files import resolve_space_path
+
+    path = resolve_space_path(str(name_or_path))
+    raw, text = read_space_file(path)
+    if dataset is not None:
+        raw = {**raw, "dataset": {**(raw.get("dataset") or {}), "name": dataset}}
+    try:
+        file = SpaceFile.model_validate(raw)
+    except ValidationError as exc:
+        raise SpaceError(f"{path}: {validation_message(exc)}") from None
+    _import_plugins(path, file.imports)
+    try:
+        return _compile(file, path, hashlib.sha256(text.encode()).hexdigest())
+    except SpaceError:
+        raise
+    except NasAttnError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+
+
+def _compile(file: SpaceFile, path: Path, sha: str) -> SearchSpace:
+    from nas_attn.data import DATASETS
+
+    if file.dataset.name not in DATASETS:
+        raise SpaceError(f"{path}: dataset.name: unknown dataset {file.dataset.name!r} (one of {', '.join(DATASETS)})")
+    if file.name is not None:
+        _check_name(path, file.name)
+    try:
+        base = Arch.from_dict({"backbone": file.backbone.name, "num_classes": 10, "input_size": file.dataset.input_size,
+                               "in_chans": 1 if file.dataset.name == "fashion_mnist" else 3,
+                               **file.backbone.settings()})
+        base.positions()
+    except NasAttnError as exc:
+        raise SpaceError(f"{path}: backbone: {exc}") from None
+    try:
+        positions, warnings = _compile_positions(file, base)
+    except SpaceError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+    budget = file.cpu_budget
+    if budget is not None and budget.width is not None and budget.width != base.width:
+        try:  # a CPU run uses another width: every choice must be legal there too
+            _compile_positions(file, dataclasses.replace(base, width=float(budget.width)))
+        except SpaceError as exc:
+            raise SpaceError(f"{path}: {exc} (at cpu_budget.width {budget.width})") from None
+    _check_cpu_recipe(path, file.train, budget)
+    return SearchSpace(
+        name=file.name or path.stem, path=path.resolve(), sha256=sha, file=file, base=base, positions=positions,
+        recipe=file.train, trials=file.budget.trials, concurrency=file.budget.concurrency,
+        cpus_per_trial=float(file.resources.cpu), gpus_per_trial=float(file.resources.gpu),
+        sampler=file.sampler.name, sampler_seed=file.sampler.seed, train_subset=file.dataset.train_subset,
+        val_subset=file.dataset.val_subset, warnings=tuple(warnings),
+        asha_grace_period=file.early_stopping.grace_period if file.early_stopping else None)
+
+
+def _check_name(path: Path, name: str) -> None:
+    from nas_attn.storage import check_folder_name
+
+    try:
+        check_folder_name(name, "name")
+    except NasAttnError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+
+
+def _check_cpu_recipe(path: Path, recipe: Recipe, budget: CpuBudgetSection | None) -> None:
+    """The CPU budget's recipe values must make a valid recipe too."""
+    if budget is None:
+        return
+    changes = {k: v for k, v in budget.given().items() if k in ("epochs", "batch_size", "lr")}
+    try:
+        recipe.replace(**{k: float(v) if k == "lr" else v for k, v in changes.items()})
+    except ValidationError as exc:
+        raise SpaceError(f"{path}: cpu_budget: {validation_message(exc)}") from None
+
+
+def _compile_positions(file: SpaceFile, base: Arch) -> tuple[tuple[PositionChoice, ...], list[str]]:
+    """Each searched position's choices, checked against the backbone at ``base``'s settings."""
+    by_index = {p.index: p for p in base.positions()}
+    search = file.search
+    known = [NONE, *list_modules()]
+    for key, choices in [("search", search), *((f"search.overrides.{k}", c) for k, c in search.overrides.items())]:
+        for m in choices.modules or []:
+            if m not in known:
+                raise SpaceError(f"{key}.modules: unknown value {m!r} (one of {', '.join(known)})")
+    for k in search.overrides:
+        if k not in search.positions:
+            raise SpaceError(f"search.overrides.{k}: position {k} is not in search.positions")
+    legal = [p.index for p in by_index.values() if p.ops]
+    warnings: list[str] = []
+    out = []
+    for k in search.positions:
+        pos = by_index.get(k)
+        if pos is None or not pos.ops:
+            raise SpaceError(f"search.positions: position {k} out of range for {base.backbone} "
+                             f"({legal[0]}-{legal[-1]})")
+        over = search.overrides.get(k, Choices())
+        key = f"search.overrides.{k}" if k in search.overrides else "search"
+        out.append(_position_choice(pos, key, over, search, warnings))
+    return tuple(out), warnings
+
+
+def _position_choice(pos, key: str, over: Choices, search, warnings: list[str]) -> PositionChoice:
+    modules = over.modules or search.modules
+    groups = over.groups or search.groups
+    ops = over.ops or search.ops
+    k = pos.index
+    legal_ops = [op for op in ops if op in pos.ops]
+    if len(legal_ops) < len(ops):
+        dropped = [op for op in ops if op not in pos.ops]
+        msg = f"position {k} ({pos.kind}, {pos.in_channels}->{pos.out_channels}): op {', '.join(dropped)} not legal"
+        if search.strict_ops:
+            raise SpaceError(f"{key}.ops: {msg} (strict_ops is set)")
+        warnings.append(f"{msg}, dropped")
+    real = [m for m in modules if m != NONE]
+    if real and not legal_ops:
+        raise SpaceError(f"{key}.ops: no legal op at position {k} (legal there: {', '.join(pos.ops)})")
+    if any(get_entry(m).takes_groups for m in real):
+        bad = [g for g in groups if pos.out_channels % g]
+        if bad:
+            raise SpaceError(f"{key}.groups: groups {bad} do not divide the {pos.out_channels} channels of "
+                             f"position {k}")
+    for m in real:
+        limit = get_entry(m).max_positions
+        if limit is not None and pos.side ** 2 > limit:
+            raise SpaceError(f"{key}.modules: {m} at position {k} would attend over {pos.side}x{pos.side} = "
+                             f"{pos.side ** 2} positions (limit {limit})")
+    return PositionChoice(k, pos.out_channels, pos.side, tuple(modules), tuple(groups), tuple(legal_ops or ["insert"]))

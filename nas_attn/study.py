@@ -1,0 +1,78 @@
+"""The Optuna study of a run: its storage, sampler and constraints, and what a resume must repair.
+
+Every trial of a run lives in this study (values and user attributes), so the study alone rebuilds every
+table: see :mod:`nas_attn.results`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from nas_attn.errors import NasAttnError
+from nas_attn.plan import SearchPlan
+from nas_attn.results import INTERRUPTED_KEY
+from nas_attn.space import SearchSpace
+from nas_attn.space.encoding import Encoding
+
+
+def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    """The space's sampler.
+
+    Constraints reach it through the trials: the searcher sets each proposed arch's violations with
+    ``Trial.set_constraint`` (Optuna 5's replacement of samplers' ``constraints_func``), and tells archs over
+    a limit as complete with their violation (never trained), so that NSGA-II's constrained domination and
+    TPE's feasibility split learn from them.
+    """
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=space.file.sampler.population_size or 16, seed=seed)
+    if space.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          n_startup_trials=min(10, max(2, space.trials // 4)))
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage, sampler_seed_offset: int = 0) -> optuna.Study:
+    """Create the run's study or load it (a resume); its metrics are named for optuna-dashboard."""
+    space = plan.space
+    try:
+        study = optuna.create_study(storage=storage, study_name=space.name, directions=space.directions,
+                                    load_if_exists=True)
+    except ValueError as exc:  # e.g. an existing study with other directions
+        raise NasAttnError(f"study {space.name!r} in {plan.run.path}: {exc}") from None
+    if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else
+                                  optuna.study.StudyDirection.MINIMIZE for d in space.directions]:
+        raise NasAttnError(f"study {space.name!r} in {plan.run.path} has other objectives than "
+                           f"{', '.join(space.objectives)}: start a new run")
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2; optuna-dashboard reads the names
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(space.objectives))
+    study.sampler = make_sampler(space, space.sampler_seed + len(study.get_trials(deepcopy=False)) +
+                                 sampler_seed_offset)
+    return study
+
+
+def prepare_resume(study: optuna.Study, encoding: Encoding, say: Callable[[str], None]) -> None:
+    """Repair what a killed search left, and enqueue the vanilla backbone in a new study.
+
+    Trials left RUNNING never reported: they are recorded as interrupted (on the study, since a finished
+    trial's attributes can no longer be set), told FAIL, and their parameters enqueued so that they run
+    again under a new number.
+    """
+    interrupted = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    if interrupted:
+        known = study.user_attrs.get(INTERRUPTED_KEY, [])
+        study.set_user_attr(INTERRUPTED_KEY, sorted({*known, *(t.number for t in interrupted)}))
+        for t in interrupted:
+            study.tell(t.number, state=TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
+        say(f"resume: {len(interrupted)} interrupted trial(s) will run again: "
+            f"{', '.join(str(t.number) for t in interrupted)}")
+    if not study.get_trials(deepcopy=False) and encoding.space.vanilla_possible():
+        study.enqueue_trial(encoding.vanilla_params(), user_attrs={"vanilla": True})
+

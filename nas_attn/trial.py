@@ -1,0 +1,125 @@
+"""The worker side of a search: what runs in a Ray worker for one trial, one test evaluation, one retraining.
+
+:func:`run_trial` is the Ray Tune function trainable. It builds the arch it is given, trains it with the
+run's recipe, reports a :class:`~nas_attn.records.TrialReport` every epoch and checkpoints the final
+weights with the last report. A failure inside training is reported as a result (``failed``, the first
+line as the reason, the whole traceback kept), so that the search records it and goes on; only a lost
+process or node reaches Tune as an error (and is retried).
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas_attn.data import Splits
+from nas_attn.recipe import Recipe
+from nas_attn.records import EpochStats, TrialConfig, TrialReport
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a run shares (put once in Ray's object store by ``tune.with_parameters``)."""
+
+    recipe: Recipe
+    splits: Splits
+    imports: tuple[str, ...] = ()
+    threads: int = 1
+
+
+def _placement(threads: int) -> tuple[str, dict[str, str]]:
+    """The torch device of this trial ("cuda" when Ray gave it a GPU) and where it runs, for the tables."""
+    import ray
+    import torch
+
+    gpu = torch.cuda.is_available() and bool(ray.get_gpu_ids())
+    where = {"node": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+             "device": torch.cuda.get_device_name() if gpu else f"cpu x{threads}"}
+    return ("cuda" if gpu else "cpu"), where
+
+
+def _prepare(context: TrialContext) -> None:
+    import torch
+
+    torch.set_num_threads(context.threads)
+    for name in context.imports:  # modules that register extra attention modules (the space's imports:)
+        importlib.import_module(name)
+
+
+def run_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune function trainable: train one arch, report every epoch, checkpoint the final weights."""
+    t0 = time.perf_counter()
+    from ray import tune
+
+    where: dict[str, Any] = {}
+    try:
+        _prepare(context)
+        device, where = _placement(context.threads)
+        _train_and_report(TrialConfig.from_config(config), context, device, where, t0)
+    except Exception as exc:  # recorded as a failed trial with its reason and traceback; the search goes on
+        tune.report(failure_report(exc, where).to_result())
+
+
+def failure_report(exc: BaseException, where: dict[str, Any]) -> TrialReport:
+    """A failed trial's report: its first line as the reason (the type added for bugs), the whole traceback."""
+    from nas_attn.train import TrialFailed
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = first if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {first}".rstrip(": ")
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return TrialReport(failed=True, reason=reason[:500], traceback=text, **where)
+
+
+def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, where: dict[str, Any],
+                      t0: float) -> None:
+    from ray import tune
+
+    from nas_attn.arch import Arch
+    from nas_attn.checkpoints import save_checkpoint
+    from nas_attn.train import train_arch
+
+    arch = Arch.from_json(trial.arch)
+    startup: list[float] = []
+
+    def report(stats: EpochStats, model) -> None:
+        if not startup:  # trial start to its first training step
+            startup.append(round(time.perf_counter() - t0 - stats.epoch_s, 3))
+        last = stats.epoch == context.recipe.epochs
+        record = TrialReport(epoch=stats, completed=last, startup_s=startup[0], **where,
+                             train_s=round(time.perf_counter() - t0, 3) if last else None)
+        if not last:
+            tune.report(record.to_result())
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(Path(folder), model.state_dict(), trial.arch)
+            tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train_arch(arch, context.splits, context.recipe, seed=trial.seed, device=device, report=report)
+
+
+def evaluate_checkpoint(arch_json: str, uri: str, run_dir: str, splits: Splits, threads: int) -> float:
+    """Test accuracy of a trial's final weights (a Ray task: runs where the resources are)."""
+    import torch
+
+    from nas_attn.arch import Arch
+    from nas_attn.checkpoints import load_weights
+    from nas_attn.train import test_accuracy
+
+    torch.set_num_threads(max(1, threads))
+    return test_accuracy(Arch.from_json(arch_json), load_weights(uri, Path(run_dir)), splits)
+
+
+def retrain(arch_json: str, context: TrialContext, seed: int) -> tuple[float, float]:
+    """(validation, test) accuracy of the arch trained again with ``seed`` (``--reevaluate-front``)."""
+    from nas_attn.arch import Arch
+    from nas_attn.train import test_accuracy, train_arch
+
+    _prepare(context)
+    arch = Arch.from_json(arch_json)
+    res = train_arch(arch, context.splits, context.recipe, seed=seed, keep_weights=True)
+    return res.history[-1].val_acc, test_accuracy(arch, res.state_dict, context.splits)
