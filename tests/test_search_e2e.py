@@ -28,6 +28,11 @@ def test_smoke_run_leaves_every_result_file(smoke_run):
     assert "bundled stratified sample" in m["dataset"]["source"] and m["dataset"]["train"] == 600
     assert "data: fashion_mnist from bundled stratified sample" in r.stdout and "12000 train / 2000 test" in r.stdout
     assert "Pareto front" in r.stdout and f"results: {run}" in r.stdout and "trials 4/4 done" in r.stdout
+    # no GPU here: the space's cpu_budget ran instead of its full budget (6 trials x 2 epochs at width 0.5)
+    assert m["budget"] == {"trials": 4, "epochs": 1, "width": 0.35, "cpu_budget_applied": True,
+                           "note": m["budget"]["note"]} and "no GPU: using the space's cpu_budget" in r.stdout
+    assert m["recipe"]["batch_size"] == 32 and m["recipe"]["lr"] == 0.05 and m["encoding"] == "joint"
+    assert load_study(run, "smoke").metric_names == ["val_acc", "flops"]  # what optuna-dashboard shows
 
 
 def test_smoke_trials_and_history_are_consistent(smoke_run):
@@ -43,6 +48,7 @@ def test_smoke_trials_and_history_are_consistent(smoke_run):
         h = history[history["trial"] == row.trial]
         assert len(h) == row.epochs_run == 1 and h["val_acc"].iloc[-1] == row.val_acc_final
         assert row.device.startswith("cpu") and row.node and row.wall_s > 0
+        assert Arch.from_json(row.arch).width == 0.35  # the CPU budget's width
     assert trials["val_acc_best"].max() > 0.15  # well above chance (0.1) after one short epoch
 
 
