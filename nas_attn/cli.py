@@ -64,9 +64,9 @@ def run_cli(fn: Callable[[], int | None], prog: str, debug: bool | None = None) 
     except NasAttnError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a search stopped cleanly on a signal (its message says how to resume)
+        print(f"{prog}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return getattr(exc, "exit_status", 130)
     except Exception as exc:  # a bug or an environment problem: one line, the traceback kept
         text = traceback.format_exc()
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""

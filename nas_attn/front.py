@@ -13,6 +13,7 @@ import ray
 
 from nas_attn.plan import SearchPlan
 from nas_attn.results import load_front_eval, save_front_eval
+from nas_attn.stopping import StopRequest
 from nas_attn.trial import TrialContext, evaluate_checkpoint, retrain
 
 
@@ -25,8 +26,19 @@ def _task(fn: Callable, plan: SearchPlan):
     return ray.remote(num_cpus=plan.resources.cpus_per_trial, num_gpus=plan.resources.gpus_per_trial)(fn)
 
 
+def _gather(refs: list, stop: StopRequest) -> None:
+    """Wait for ``refs``, giving a stop request a chance every second (the tasks left are cancelled)."""
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        if pending and stop.requested:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            stop.check("the front's evaluation was stopped; what was measured is kept")
+
+
 def evaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, context: TrialContext,
-                   say: Callable[[str], None]) -> None:
+                   say: Callable[[str], None], stop: StopRequest) -> None:
     """Test accuracy of each front trial's final weights, measured once per trial."""
     run_dir = plan.run.path
     evals = load_front_eval(run_dir)
@@ -41,16 +53,22 @@ def evaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, c
     task, splits = _task(evaluate_checkpoint, plan), ray.put(context.splits)
     refs = [(t.number, task.remote(t.user_attrs["arch"], t.user_attrs["checkpoint"], str(run_dir), splits,
                                    plan.resources.threads)) for t in todo]
-    for number, ref in refs:
-        try:
-            evals.setdefault(number, {})["test_acc"] = float(ray.get(ref))
-        except Exception as exc:  # e.g. a checkpoint on a worker's local disk: say so, keep the rest
-            say(f"front: trial {number}: no test accuracy ({str(exc).strip().splitlines()[-1][:200]})")
-    save_front_eval(run_dir, evals)
+    try:
+        _gather([ref for _, ref in refs], stop)
+    finally:  # also when stopped: what was measured is kept
+        for number, ref in refs:
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            try:
+                evals.setdefault(number, {})["test_acc"] = float(ray.get(ref))
+            except Exception as exc:  # e.g. a checkpoint on a worker's local disk: say so, keep the rest
+                if not stop.requested:
+                    say(f"front: trial {number}: no test accuracy ({str(exc).strip().splitlines()[-1][:200]})")
+        save_front_eval(run_dir, evals)
 
 
 def reevaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, context: TrialContext,
-                     say: Callable[[str], None]) -> None:
+                     say: Callable[[str], None], stop: StopRequest) -> None:
     """Retrain each front arch with ``--reevaluate-front`` new seeds; keep mean ± std of val and test accuracy."""
     k, run_dir = plan.options.reevaluate_front, plan.run.path
     evals = load_front_eval(run_dir)
@@ -62,6 +80,7 @@ def reevaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan,
     jobs = [(t.number, [task.remote(t.user_attrs["arch"], shared, reeval_seed(t.number, i)) for i in range(k)])
             for t in todo]
     for number, refs in jobs:
+        _gather(refs, stop)
         vals = np.array(ray.get(refs))
         spread = vals.std(0, ddof=1) if k > 1 else np.zeros(2)
         evals.setdefault(number, {})["reeval"] = {

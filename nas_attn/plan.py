@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -94,13 +95,13 @@ class SearchOptions:
 
     def command_line(self, prog: str = "search.py") -> str:
         """A command line that gives these options (for "resume with …" messages)."""
-        out = [prog, "--space", self.space]
+        out = [*prog.split(), "--space", shlex.quote(self.space)]
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name == "space" or v is None or v is False or (f.name == "reevaluate_front" and v == 0):
                 continue
             flag = "--" + f.name.replace("_", "-")
-            out += [flag] if v is True else [flag, str(v)]
+            out += [flag] if v is True else [flag, shlex.quote(str(v))]
         return " ".join(out)
 
 

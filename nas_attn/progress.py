@@ -1,99 +1,187 @@
-"""Progress lines while a search runs: trials done/running/failed, the front so far, elapsed and ETA."""
+"""What a search shows while it runs: each running trial's epoch, images/s and validation accuracy, a line
+per finished trial, and an overall line with the front so far and an ETA estimated from the epochs done.
+
+On a terminal the display is live (``rich``), with timers that move every second, so a slow machine is
+not mistaken for a hung one; when the output is not a terminal (a log, ``ray job logs``) it is plain lines
+at a sensible rate; ``--quiet`` shows nothing but the final table.
+"""
 
 from __future__ import annotations
 
-import math
+import sys
 import time
+from dataclasses import dataclass
 
 from ray.tune import Callback
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
+from nas_attn.arch import Arch
 from nas_attn.records import TrialReport, TrialStatus
 from nas_attn.results import interrupted_trials, pareto_mask, trial_status
 
-COMPLETE, PRUNED, FAILED = TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED
+#: seconds between status lines when the output is not a terminal
+LINE_EVERY = 60.0
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+@dataclass
+class RunningTrial:
+    number: int | str
+    placements: str
+    started: float
+    epoch: int = 0
+    images_per_s: float | None = None
+    val_acc: float | None = None
+
+
 class Progress(Callback):
-    """Prints one line per finished trial and a status line at most every ``every`` seconds."""
+    """A Ray Tune callback that shows the search (see the module docstring).
 
-    def __init__(self, searcher, budget: int, concurrency: int, quiet: bool = False, every: float = 30.0) -> None:
-        self.searcher, self.budget, self.quiet, self.every = searcher, budget, quiet, every
-        self.concurrency = max(1, concurrency)
+    Args:
+        study: the run's study (counts and the front so far come from it).
+        budget: trials to finish; ``epochs``: epochs per trial; ``concurrency``: trials at once.
+        finished_before: trials already finished when this attempt started (a resume).
+        mode: ``live``, ``lines`` or ``quiet``; default: ``live`` on a terminal, else ``lines``.
+    """
+
+    def __init__(self, study, budget: int, epochs: int, concurrency: int, finished_before: int = 0,
+                 mode: str | None = None) -> None:
+        self.study, self.budget, self.epochs = study, budget, epochs
+        self.concurrency, self.finished_before = max(1, concurrency), finished_before
+        self.mode = mode or ("live" if sys.stdout.isatty() else "lines")
+        self.console = Console(highlight=False)
+        self.running: dict[str, RunningTrial] = {}
+        self.epochs_done = 0
         self.t0 = time.time()
-        self.last = 0.0
+        self.last_line = 0.0
+        self.live: Live | None = None
 
-    def _counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        interrupted = interrupted_trials(self.searcher.study)
-        for t in self.searcher.study.get_trials(deepcopy=False):
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config (callbacks included) for Tuner.restore, which nas-attn does not use;
+        # the console and the live display hold locks and cannot be pickled
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "live", "study")}
+
+    # -- what is shown --------------------------------------------------------------------------
+    def _counts(self) -> dict[TrialStatus, int]:
+        counts: dict[TrialStatus, int] = {}
+        interrupted = interrupted_trials(self.study)
+        for t in self.study.get_trials(deepcopy=False):
             s = trial_status(t, interrupted)
             counts[s] = counts.get(s, 0) + 1
         return counts
 
     def _front(self) -> str:
         pts = [(t.user_attrs.get("val_acc_final"), t.user_attrs.get("flops")) for t in
-               self.searcher.study.get_trials(deepcopy=False) if trial_status(t) is COMPLETE]
+               self.study.get_trials(deepcopy=False) if trial_status(t) is TrialStatus.COMPLETE]
         pts = [p for p in pts if None not in p]
         if not pts:
             return "-"
-        mask = pareto_mask(pts, ["maximize", "minimize"])
-        best = sorted({p for p, m in zip(pts, mask, strict=True) if m}, key=lambda p: p[1])
-        return ", ".join(f"{a:.3f}@{f / 1e6:.1f}M" for a, f in best[:6]) + (" …" if len(best) > 6 else "")
+        best = sorted({p for p, m in zip(pts, pareto_mask(pts, ["maximize", "minimize"]), strict=True) if m},
+                      key=lambda p: p[1])
+        return ", ".join(f"{a:.3f}@{f / 1e6:.1f}M" for a, f in best[:5]) + (" …" if len(best) > 5 else "")
 
-    def status_line(self, running: int) -> str:
+    def eta(self, done: int) -> str:
+        """Remaining epochs × the aggregate time per epoch seen so far (ASHA's early stops make it an upper bound)."""
+        if not self.epochs_done:
+            return "estimating…"
+        remaining = max(0, self.budget - done) * self.epochs - sum(r.epoch for r in self.running.values())
+        per_epoch = (time.time() - self.t0) / self.epochs_done
+        return "0m00s" if remaining <= 0 else f"~{hms(per_epoch * remaining)}"
+
+    def status_line(self) -> str:
         c = self._counts()
-        done = sum(c.get(k, 0) for k in (COMPLETE, PRUNED, FAILED))
-        elapsed = time.time() - self.t0
-        walls = [t.user_attrs["wall_s"] for t in self.searcher.study.get_trials(deepcopy=False)
-                 if "wall_s" in t.user_attrs and t.datetime_complete and t.datetime_complete.timestamp() >= self.t0]
-        # rounds of `concurrency` trials still to run, at the mean trial time seen so far
-        rounds = math.ceil(max(0, self.budget - done) / self.concurrency)
-        eta = _hms(sum(walls) / len(walls) * rounds) if walls else "?"
-        return (f"[{_hms(elapsed)}] trials {done}/{self.budget} done ({c.get(COMPLETE, 0)} complete, "
-                f"{c.get(PRUNED, 0)} pruned, {c.get(FAILED, 0)} failed), {running} running | "
-                f"front: {self._front()} | ETA {eta}")
+        done = sum(n for s, n in c.items() if s.finished)
+        parts = [f"{c.get(s, 0)} {s.value}" for s in (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED)]
+        if c.get(TrialStatus.INFEASIBLE):
+            parts.append(f"{c[TrialStatus.INFEASIBLE]} infeasible (not trained)")
+        return (f"[{hms(time.time() - self.t0)}] trials {done}/{self.budget} done ({', '.join(parts)}), "
+                f"{len(self.running)} running | front: {self._front()} | ETA {self.eta(done)}")
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._trial_line(trial, trials)
+    def _table(self) -> Group:
+        table = Table.grid(padding=(0, 2))
+        now = time.time()
+        for r in sorted(self.running.values(), key=lambda r: str(r.number)):
+            speed = f"{r.images_per_s:,.0f} img/s" if r.images_per_s else "starting"
+            acc = f"val {r.val_acc:.4f}" if r.val_acc is not None else ""
+            table.add_row(f"trial {r.number}", f"epoch {r.epoch}/{self.epochs}", speed, acc, hms(now - r.started),
+                          Text(r.placements, overflow="ellipsis", no_wrap=True))
+        return Group(Text(self.status_line(), style="bold"), table)
 
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._trial_line(trial, trials)
+    def __rich__(self) -> Group:  # rich's Live re-renders this every refresh, so the timers move
+        return self._table()
 
-    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        if not self.quiet:
-            print(f"trial {trial.config.get('trial_number', '?')}: its worker was lost; Ray Tune runs it again",
-                  flush=True)
-
-    def _trial_line(self, trial, trials) -> None:
-        if self.quiet:
+    def _say(self, line: str) -> None:
+        if self.mode == "quiet":
             return
-        r = TrialReport.from_result(trial.last_result)
-        number = trial.config.get("trial_number", "?")
-        if r.failed:
-            what = f"failed: {r.reason}"
-        elif r.completed and r.epoch is not None:
-            what = f"val {r.epoch.val_acc:.4f}, {trial.config.get('flops', 0) / 1e6:.2f} MFLOPs"
-        elif trial.status == "ERROR":
-            what = "failed: its Ray worker was lost"
+        (self.live.console if self.live else self.console).print(Text(line))
+
+    # -- Tune's callback hooks --------------------------------------------------------------------
+    def setup(self, **info) -> None:
+        if self.mode == "live":
+            self.live = Live(self, console=self.console, refresh_per_second=2, transient=True)
+            self.live.start()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        arch = trial.config.get("arch")
+        self.running[trial.trial_id] = RunningTrial(trial.config.get("trial_number", "?"),
+                                                    Arch.from_json(arch).short() if arch else "?", time.time())
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        r, report = self.running.get(trial.trial_id), TrialReport.from_result(result)
+        if r is None or report.epoch is None or report.epoch.epoch <= r.epoch:
+            return
+        self.epochs_done += report.epoch.epoch - r.epoch
+        r.epoch, r.images_per_s, r.val_acc = report.epoch.epoch, report.epoch.train_images_per_s, report.epoch.val_acc
+        if self.mode == "lines" and time.time() - self.last_line > LINE_EVERY:
+            self._status()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finished(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finished(trial, error=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self.running.pop(trial.trial_id, None)
+        self._say(f"trial {trial.config.get('trial_number', '?')}: its worker was lost; Ray Tune runs it again")
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.mode == "lines" and time.time() - self.last_line > LINE_EVERY:
+            self._status()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def _status(self) -> None:
+        self.last_line = time.time()
+        self._say(self.status_line())
+
+    def _finished(self, trial, error: bool = False) -> None:
+        r = self.running.pop(trial.trial_id, None)
+        report = TrialReport.from_result(trial.last_result)
+        if report.failed or error:
+            what = f"failed: {report.reason or 'its Ray worker was lost'}"
+        elif report.completed and report.epoch is not None:
+            what = f"val {report.epoch.val_acc:.4f}, {trial.config.get('flops', 0) / 1e6:.2f} MFLOPs"
+        elif report.epoch is not None:
+            what = f"stopped early at epoch {report.epoch.epoch} (val {report.epoch.val_acc:.4f})"
         else:
-            what = (f"stopped early at epoch {r.epoch.epoch} (val {r.epoch.val_acc:.4f})" if r.epoch
-                    else "stopped before its first epoch")
-        from nas_attn.arch import Arch
+            what = "stopped before its first epoch"
+        took = f" in {hms(time.time() - r.started)}" if r else ""
+        self._say(f"trial {trial.config.get('trial_number', '?')}: {what}{took} | {r.placements if r else ''}")
+        if self.mode == "lines":
+            self._status()
 
-        arch = Arch.from_json(trial.config["arch"]).short() if "arch" in trial.config else "?"
-        print(f"trial {number}: {what} | {arch}", flush=True)
-        running = sum(t.status == "RUNNING" for t in trials)
-        print(self.status_line(running), flush=True)
-        self.last = time.time()
-
-    def on_step_end(self, iteration, trials, **info) -> None:
-        if self.quiet or time.time() - self.last < self.every:
-            return
-        self.last = time.time()
-        print(self.status_line(sum(t.status == "RUNNING" for t in trials)), flush=True)

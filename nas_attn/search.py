@@ -7,6 +7,7 @@ is imported and before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nas_attn.data import Dataset, Splits
+    from nas_attn.stopping import StopRequest
 
 
 def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
@@ -94,6 +96,8 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
 
     Raises:
         NasAttnError: bad input (a flag, the space file, the dataset, the run folder), before anything runs.
+        SearchInterrupted: SIGINT or SIGTERM stopped the search (a ``KeyboardInterrupt``; its message says
+            how to resume).
     """
     options = SearchOptions.from_flags(space=str(space), **flags)
     _quiet_libraries()
@@ -104,12 +108,16 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     check_resumable(run, space_.path, space_.sha256)
     for warning in space_.warnings:
         say(f"warning: {space_.path.name}: {warning}")
-    dataset = _load_data(options, space_, say)
-    with ray_session(options.address):
-        import ray
+    from nas_attn.stopping import StopRequest
 
-        plan = make_plan(options, space_, run, _dataset_info(dataset), ray.cluster_resources())
-        return _execute(plan, _splits(dataset, plan.space), say)
+    with StopRequest() as stop:
+        dataset = _load_data(options, space_, say)
+        with ray_session(options.address):
+            import ray
+
+            stop.install()  # after ray.init, which installs its own SIGTERM handler
+            plan = make_plan(options, space_, run, _dataset_info(dataset), ray.cluster_resources())
+            return _execute(plan, _splits(dataset, plan.space), say, stop)
 
 
 def _sayer(quiet: bool) -> Callable[[str], None]:
@@ -207,11 +215,11 @@ def _probe(address: str) -> None:
 
 # -- the search ---------------------------------------------------------------------------------------------
 
-def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None]) -> SearchResult:
+def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop: StopRequest) -> SearchResult:
     from nas_attn.manifest import end_attempt, start_attempt
-    from nas_attn.results import count_finished, export
-    from nas_attn.space.encoding import make_encoding
-    from nas_attn.study import open_study, prepare_resume
+    from nas_attn.results import export
+    from nas_attn.stopping import SearchInterrupted
+    from nas_attn.study import open_study
     from nas_attn.trial import TrialContext
 
     space, res = plan.space, plan.resources
@@ -221,26 +229,54 @@ def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None]) -> Se
         say(plan.budget_note)
     say(space.summary() + f"; {res.concurrency} at once, {res.cpus_per_trial:g} CPU + {res.gpus_per_trial:g} GPU each")
     _create_run_folder(plan)
+    stop.immediate = False  # from here on a signal asks for a clean stop
     storage, storage_url = _open_storage(plan)
     manifest = start_attempt(plan, storage_url, splits)
     study = open_study(plan, storage)
-    encoding = make_encoding(space)
-    prepare_resume(study, encoding, say)
-    finished = count_finished(study)
-    remaining = max(0, space.trials - finished)
-    if plan.run.resuming:
-        say(f"resume: {finished} trial(s) already finished, {remaining} to go")
     context = TrialContext(space.recipe, splits, space.imports, res.threads)
     t0 = time.time()
-    searcher = _run_trials(plan, study, encoding, context, remaining, len(manifest["attempts"]))
-    search_s = time.time() - t0
-    if searcher is not None and searcher.too_tight:
-        raise NasAttnError(f"{space.path.name}: constraints: {searcher.too_tight}")
-    _measure_front(plan, study, context, say)
+    try:
+        _search_then_measure(plan, study, context, len(manifest["attempts"]), say, stop)
+    except SearchInterrupted as exc:
+        export(plan.run.path, study)
+        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1))
+        detail = f"{exc.detail}; " if exc.detail else ""
+        raise SearchInterrupted(exc.signum, f"{detail}resume with: {_resume_command(plan)}") from None
     trials, front = export(plan.run.path, study)
-    end_attempt(plan, manifest, "finished", search_s=round(search_s, 1),
+    end_attempt(plan, manifest, "finished", search_s=round(time.time() - t0, 1),
                 counts=trials["status"].value_counts().to_dict() if len(trials) else {})
     return SearchResult(plan.run.path, trials, front)
+
+
+def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Callable[[str], None],
+                         stop: StopRequest) -> None:
+    """Run the trials still to run, then measure the front; a stop request ends either phase cleanly."""
+    from nas_attn.results import count_finished
+    from nas_attn.space.encoding import make_encoding
+    from nas_attn.study import prepare_resume, record_interrupted
+
+    encoding = make_encoding(plan.space)
+    prepare_resume(study, encoding, say)
+    finished = count_finished(study)
+    remaining = max(0, plan.space.trials - finished)
+    if plan.run.resuming:
+        say(f"resume: {finished} trial(s) already finished, {remaining} to go")
+    searcher = _run_trials(plan, study, encoding, context, remaining, finished, attempt, stop)
+    if stop.requested:
+        numbers = record_interrupted(study, [live.trial.number for live in searcher.live.values()] if searcher else [])
+        stop.check(f"{count_finished(study)} finished trial(s) kept; {len(numbers)} interrupted trial(s) will run "
+                   f"again")
+    if searcher is not None and searcher.too_tight:
+        raise NasAttnError(f"{plan.space.path.name}: constraints: {searcher.too_tight}")
+    _measure_front(plan, study, context, say, stop)
+
+
+def _resume_command(plan: SearchPlan) -> str:
+    """The command that resumes this run: the same flags, the run folder named."""
+    options = dataclasses.replace(plan.options, run_id=plan.run.path.name, resume=False,
+                                  results_dir=str(plan.run.path.parent.parent))
+    prog = "python search.py" if Path(sys.argv[0]).name == "search.py" else "nas-attn search"
+    return options.command_line(prog)
 
 
 def _create_run_folder(plan: SearchPlan) -> None:
@@ -268,7 +304,8 @@ def _open_storage(plan: SearchPlan):
     return JournalStorage(JournalFileBackend(str(plan.run.journal))), str(plan.run.journal)
 
 
-def _run_trials(plan: SearchPlan, study, encoding, context, remaining: int, attempt: int):
+def _run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finished: int, attempt: int,
+                stop: StopRequest):
     """Ray Tune runs ``remaining`` trials proposed by the study; returns the searcher (``None``: none to run)."""
     from ray import tune
 
@@ -282,6 +319,8 @@ def _run_trials(plan: SearchPlan, study, encoding, context, remaining: int, atte
     space, res = plan.space, plan.resources
     searcher = StudySearcher(study, encoding, cost=complexity, run=plan.run, seed_base=space.recipe.seed,
                              epochs=space.recipe.epochs, storage_scheme=plan.storage_scheme)
+    progress = Progress(study, space.trials, space.recipe.epochs, res.concurrency, finished,
+                        mode="quiet" if plan.options.quiet else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
     tuner = tune.Tuner(
@@ -291,11 +330,13 @@ def _run_trials(plan: SearchPlan, study, encoding, context, remaining: int, atte
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(
             name=f"attempt-{attempt}", storage_path=plan.tune_root, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[StudyCallback(searcher), Progress(searcher, space.trials, res.concurrency,
-                                                         quiet=plan.options.quiet)]),
+            failure_config=tune.FailureConfig(max_failures=2), stop=stop,
+            callbacks=[StudyCallback(searcher), progress]),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        progress.close()
     return searcher
 
 
@@ -308,12 +349,12 @@ def _scheduler(space: SearchSpace):
                          grace_period=space.asha_grace_period, reduction_factor=space.asha.reduction_factor)
 
 
-def _measure_front(plan: SearchPlan, study, context, say: Callable[[str], None]) -> None:
+def _measure_front(plan: SearchPlan, study, context, say: Callable[[str], None], stop: StopRequest) -> None:
     """Test accuracy of the front (and its re-evaluation with more seeds), once the search is over."""
     from nas_attn.front import evaluate_front, reevaluate_front
     from nas_attn.results import front_table, load_front_eval, trials_table
 
     front = front_table(trials_table(study, load_front_eval(plan.run.path)))
-    evaluate_front(study, front, plan, context, say)
-    reevaluate_front(study, front, plan, context, say)
+    evaluate_front(study, front, plan, context, say, stop)
+    reevaluate_front(study, front, plan, context, say, stop)
 

@@ -58,21 +58,28 @@ def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage, sampler_s
 
 
 def prepare_resume(study: optuna.Study, encoding: Encoding, say: Callable[[str], None]) -> None:
-    """Repair what a killed search left, and enqueue the vanilla backbone in a new study.
-
-    Trials left RUNNING never reported: they are recorded as interrupted (on the study, since a finished
-    trial's attributes can no longer be set), told FAIL, and their parameters enqueued so that they run
-    again under a new number.
-    """
-    interrupted = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-    if interrupted:
-        known = study.user_attrs.get(INTERRUPTED_KEY, [])
-        study.set_user_attr(INTERRUPTED_KEY, sorted({*known, *(t.number for t in interrupted)}))
-        for t in interrupted:
-            study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
-        say(f"resume: {len(interrupted)} interrupted trial(s) will run again: "
-            f"{', '.join(str(t.number) for t in interrupted)}")
+    """Repair what a killed search left, and enqueue the vanilla backbone in a new study."""
+    running = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    if running:
+        record_interrupted(study, running)
+        say(f"resume: {len(running)} interrupted trial(s) will run again: {', '.join(map(str, running))}")
     if not study.get_trials(deepcopy=False) and encoding.space.vanilla_possible():
         study.enqueue_trial(encoding.vanilla_params(), user_attrs={"vanilla": True})
 
+
+def record_interrupted(study: optuna.Study, numbers: list[int]) -> list[int]:
+    """Trials that were running when the search stopped (a signal, or a kill found at the next start).
+
+    Each is recorded as interrupted (on the study: a finished trial's attributes can no longer be set), told
+    FAIL, and its parameters enqueued, so that it runs again under a new number.
+    """
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    todo = [n for n in numbers if trials[n].state == TrialState.RUNNING]
+    if not todo:
+        return []
+    known = study.user_attrs.get(INTERRUPTED_KEY, [])
+    study.set_user_attr(INTERRUPTED_KEY, sorted({*known, *todo}))
+    for n in todo:
+        study.tell(n, state=TrialState.FAIL)
+        study.enqueue_trial(trials[n].params, user_attrs={"rerun_of": n})
+    return todo

@@ -1,0 +1,91 @@
+"""Ctrl-C (SIGINT) and SIGTERM stop a real search cleanly; the printed command resumes it."""
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+from searchutil import REPO, env, load_study, write_space
+
+SPACE = """
+backbone: {name: mobilenetv2, width: 0.35, small_input: true}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 400, val_subset: 200}
+search: {positions: [14, 17], modules: [none, ulsam], groups: [2, 4], ops: [insert, substitute]}
+sampler: {name: random, seed: 0}
+budget: {trials: 4, concurrency: 2}
+resources: {cpu: 1, gpu: 0}
+train: {epochs: 3, batch_size: 32, lr: 0.05, bn_recalibration: 128}
+"""
+
+
+def _start(tmp_path, results):
+    space = write_space(tmp_path / "stoppable.yaml", textwrap.dedent(SPACE))
+    log = open(tmp_path / "search.log", "w")
+    cmd = [sys.executable, str(REPO / "search.py"), "--space", str(space), "--results-dir", str(results),
+           "--run-id", "r1"]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
+
+
+def _wait_for_epoch(p, run, timeout=300):
+    """Until some trial has reported an epoch (so trials are running) — read from Tune's result files."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None:
+        if any(f.stat().st_size for f in run.glob("tune/attempt-1/*/result.json")):
+            return
+        time.sleep(0.5)
+    raise AssertionError("no trial reported an epoch")
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_running_trials_as_interrupted_and_the_printed_command_resumes(tmp_path):
+    results = tmp_path / "results"
+    run = results / "stoppable" / "r1"
+    p = _start(tmp_path, results)
+    _wait_for_epoch(p, run)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("search.py: interrupted: SIGINT: ") and "trial(s) will run again" in lines[-1], err
+    assert "Traceback" not in err and "Tuner.restore" not in err + (tmp_path / "search.log").read_text()
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["attempts"][-1]["ended"]
+    assert not (run / "front_eval.json").exists()  # no test-set evaluation of a partial front
+    study = load_study(run, "stoppable")
+    interrupted = study.user_attrs["interrupted_trials"]
+    assert interrupted and all(study.trials[n].state == TrialState.FAIL for n in interrupted)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    done_before = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
+
+    command = shlex.split(lines[-1].split("resume with: ", 1)[1])
+    assert command[:2] == ["python", "search.py"] and "--run-id" in command
+    r = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=600, env=env(),
+                       cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    study = load_study(run, "stoppable")
+    complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
+    assert done_before <= complete and len(complete) == 4  # nothing lost, the interrupted ones ran again
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) == {"complete"} and not set(interrupted) & set(trials["trial"])
+    assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_143_and_a_second_signal_exits_at_once(tmp_path):
+    results = tmp_path / "results"
+    run = results / "stoppable" / "r1"
+    p = _start(tmp_path, results)
+    _wait_for_epoch(p, run)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # two signals sent at once reach Python's handler as one
+    p.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and time.time() - t0 < 10, err
+    assert "second signal: exiting now" in err
