@@ -39,7 +39,7 @@ class SearchOptions:
     epochs: _Count | None = None
     dataset: str | None = None
     data_root: str | None = None
-    results_dir: str = "results"
+    results_dir: str | None = None
     run_id: str | None = None
     resume: bool = False
     sampler: Literal["nsga2", "tpe", "random", "gp"] | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -62,11 +63,24 @@ class RunFolder:
         return manifest
 
 
-def resolve_run_folder(results_dir: str, space_name: str, run_id: str | None, resume: bool) -> RunFolder:
+def in_ray_job() -> bool:
+    """Whether this process is the entrypoint of a Ray job (``ray job submit``): Ray sets this variable."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def default_results_dir() -> Path:
+    """``$NAS_ATTN_RESULTS_DIR``; inside a Ray job ``~/nas-attn/results`` (a job's working directory is a
+    temporary folder of the Ray session, gone with it); else ``./results``."""
+    if os.environ.get("NAS_ATTN_RESULTS_DIR"):
+        return Path(os.environ["NAS_ATTN_RESULTS_DIR"]).expanduser()
+    return Path.home() / "nas-attn" / "results" if in_ray_job() else Path("results")
+
+
+def resolve_run_folder(results_dir: str | None, space_name: str, run_id: str | None, resume: bool) -> RunFolder:
     """Where the run goes: ``--run-id`` (resumed when it exists), the latest run (``--resume``) or a new one."""
-    results = Path(results_dir).expanduser()
+    results = Path(results_dir).expanduser() if results_dir else default_results_dir()
     if results.exists() and not results.is_dir():
-        raise NasAttnError(f"--results-dir {results_dir}: not a folder")
+        raise NasAttnError(f"--results-dir {results}: not a folder")
     base = results.resolve() / check_folder_name(space_name, "space name")
     if run_id is not None:
         folder = base / check_folder_name(run_id, "--run-id")
@@ -90,9 +104,8 @@ def check_resumable(run: RunFolder, space_path: Path, space_sha256: str) -> None
 
 
 def git_commit() -> str | None:
-    """The commit of the code that runs: ``$NAS_ATTN_GIT_COMMIT``, else git in the source tree."""
-    import os
-
+    """The commit of the code that runs: ``$NAS_ATTN_GIT_COMMIT`` (set it where the code travels without
+    ``.git``, e.g. ``ray job submit --working-dir``), else git in the source tree."""
     if os.environ.get("NAS_ATTN_GIT_COMMIT"):
         return os.environ["NAS_ATTN_GIT_COMMIT"]
     try:

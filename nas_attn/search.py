@@ -40,7 +40,8 @@ def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per trial; default: the space's")
     p.add_argument("--dataset", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"])
     p.add_argument("--data-root", help="dataset folder (first source tried)")
-    p.add_argument("--results-dir", default="results", help="default: ./results")
+    p.add_argument("--results-dir", help="where run folders go (default: $NAS_ATTN_RESULTS_DIR, or ./results; "
+                                         "inside a Ray job ~/nas-attn/results)")
     p.add_argument("--run-id", help="run folder name; an existing one is resumed (default: a timestamp)")
     p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run of this space")
     p.add_argument("--sampler", choices=SAMPLERS)
@@ -185,9 +186,13 @@ def _dataset_info(ds: Dataset) -> DatasetInfo:
 
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
-    """A local Ray, or the cluster at ``address`` (``auto`` or ``HOST:PORT``, refused at once if closed)."""
+    """A local Ray, or the cluster at ``address`` (``auto`` or ``HOST:PORT``, refused at once if closed).
+
+    Without ``--address``, Ray's own ``$RAY_ADDRESS`` is honoured (a Ray job's entrypoint has it).
+    """
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _probe(address)
         try:
@@ -285,7 +290,7 @@ def _create_run_folder(plan: SearchPlan) -> None:
     try:
         plan.run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise NasAttnError(f"--results-dir {plan.options.results_dir}: cannot create {plan.run.path} "
+        raise NasAttnError(f"--results-dir {plan.run.path.parent.parent}: cannot create {plan.run.path} "
                            f"({exc.strerror or exc})") from None
     if not (plan.run.path / SPACE_COPY).exists():
         write_atomic(plan.run.path / SPACE_COPY, plan.space.path.read_text())

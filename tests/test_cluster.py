@@ -3,10 +3,16 @@
 import copy
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +29,10 @@ def test_cluster_config_passes_rays_validation(name):
 
     config = yaml.safe_load((REPO / name).read_text())
     validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` does before touching any machine
-    assert any("pip install" in c and "-e ." in c for c in config["setup_commands"])  # installs this project
+    assert any("pip install" in c and '-e ".[cluster]"' in c for c in config["setup_commands"])  # this project
+    # Ray starts with the project's venv first on PATH, so that a job's `nas-attn` / `python` is the project's
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all(c.startswith("export PATH=~/nas-attn/.venv/bin:$PATH;") for c in starts)
     bad = copy.deepcopy(config)
     bad["max_wrkers"] = 1
     with pytest.raises(Exception, match="max_wrkers"):
@@ -94,3 +103,56 @@ def test_multi_node_search_survives_a_lost_worker_node(tmp_path):
             assert t.user_attrs["node_id"] == survivor
     table = pd.read_parquet(run / "trials.parquet")
     assert len(table) == 4 and table["trial"].is_unique and (table["status"] == "complete").all()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+@pytest.mark.cluster
+def test_ray_job_submit_runs_the_search_on_a_head_started_with_rays_cli(tmp_path):
+    """The README's job route: a head from `ray start` (the project's venv on PATH, as the cluster YAMLs do),
+    `ray job submit -- nas-attn search …` with no --results-dir, results found under ~/nas-attn/results."""
+    bin_dir = Path(sys.executable).parent
+    home = tmp_path / "home"
+    home.mkdir()
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix sockets live under it
+    e = dict(env(), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    e.pop("RAY_ADDRESS", None)
+    gcs, dash = _free_port(), _free_port()
+    head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+                             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                             f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
+                            env=e, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{dash}/api/version", 120)
+        runtime_env = json.dumps({"env_vars": {"HOME": str(home), "NAS_ATTN_GIT_COMMIT": "0123abcd"}})
+        r = subprocess.run([str(bin_dir / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dash}",
+                            f"--runtime-env-json={runtime_env}", "--", "nas-attn", "search", "--space", "smoke",
+                            "--trials", "2", "--run-id", "job"], env=e, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head started with --block stops with its process
+        head.wait(timeout=60)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    run = home / "nas-attn" / "results" / "smoke" / "job"
+    assert (run / "front.csv").is_file(), r.stdout[-2000:]
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["git_commit"] == "0123abcd" and m["status"] == "finished"
+    assert m["resources"]["cluster"]["CPU"] == 2  # the job joined the head's cluster, not a Ray of its own
+    assert len(pd.read_parquet(run / "trials.parquet")) == 2

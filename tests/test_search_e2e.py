@@ -179,3 +179,32 @@ def test_nan_loss_fails_the_trial_with_its_reason():
 def test_pareto_mask():
     v = np.array([[0.9, 10], [0.8, 5], [0.85, 12], [0.9, 10], [0.7, 20]])
     assert pareto_mask(v, ["maximize", "minimize"]).tolist() == [True, True, False, True, False]
+
+
+def test_optuna_dashboard_reads_the_study_and_its_metric_names(smoke_run):
+    """optuna-dashboard (its own storage loader and HTTP API, served on 127.0.0.1) labels the objectives."""
+    import threading
+    import urllib.request
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from optuna_dashboard import wsgi
+
+    run, _ = smoke_run
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    # given the journal's path, as on `optuna-dashboard RUN_DIR/optuna.journal`, it opens it with its own loader
+    server = make_server("127.0.0.1", 0, wsgi(str(run / "optuna.journal")), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        studies = json.loads(urllib.request.urlopen(f"{base}/api/studies", timeout=30).read())["study_summaries"]
+        smoke = next(s for s in studies if s["study_name"] == "smoke")
+        detail = json.loads(urllib.request.urlopen(f"{base}/api/studies/{smoke['study_id']}", timeout=30).read())
+    finally:
+        server.shutdown()
+    assert detail["objective_names"] == ["val_acc", "flops"] and detail["directions"] == ["maximize", "minimize"]
+    assert len(detail["trials"]) == 4
