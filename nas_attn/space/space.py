@@ -328,7 +328,7 @@ def _compile_positions(file: SpaceFile, base: Arch) -> tuple[tuple[PositionChoic
         if k not in search.positions:
             raise SpaceError(f"search.overrides.{k}: position {k} is not in search.positions")
     legal = [p.index for p in by_index.values() if p.ops]
-    warnings: list[str] = []
+    dropped: dict[str, list[int]] = {}  # op -> positions where it is not legal
     out = []
     for k in search.positions:
         pos = by_index.get(k)
@@ -337,22 +337,23 @@ def _compile_positions(file: SpaceFile, base: Arch) -> tuple[tuple[PositionChoic
                              f"({legal[0]}-{legal[-1]})")
         over = search.overrides.get(k, Choices())
         key = f"search.overrides.{k}" if k in search.overrides else "search"
-        out.append(_position_choice(pos, key, over, search, warnings))
+        out.append(_position_choice(pos, key, over, search, dropped))
+    warnings = [f"op {op} is not legal at position(s) {', '.join(map(str, ks))}: not searched there"
+                for op, ks in dropped.items()]
     return tuple(out), warnings
 
-
-def _position_choice(pos, key: str, over: Choices, search, warnings: list[str]) -> PositionChoice:
+def _position_choice(pos, key: str, over: Choices, search, dropped: dict[str, list[int]]) -> PositionChoice:
     modules = over.modules or search.modules
     groups = over.groups or search.groups
     ops = over.ops or search.ops
     k = pos.index
     legal_ops = [op for op in ops if op in pos.ops]
-    if len(legal_ops) < len(ops):
-        dropped = [op for op in ops if op not in pos.ops]
-        msg = f"position {k} ({pos.kind}, {pos.in_channels}->{pos.out_channels}): op {', '.join(dropped)} not legal"
-        if search.strict_ops:
-            raise SpaceError(f"{key}.ops: {msg} (strict_ops is set)")
-        warnings.append(f"{msg}, dropped")
+    illegal = [op for op in ops if op not in pos.ops]
+    if illegal and search.strict_ops:
+        raise SpaceError(f"{key}.ops: position {k} ({pos.kind}, {pos.in_channels}->{pos.out_channels}): op "
+                         f"{', '.join(illegal)} not legal (strict_ops is set)")
+    for op in illegal:
+        dropped.setdefault(op, []).append(k)
     real = [m for m in modules if m != NONE]
     if real and not legal_ops:
         raise SpaceError(f"{key}.ops: no legal op at position {k} (legal there: {', '.join(pos.ops)})")

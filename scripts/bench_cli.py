@@ -1,0 +1,68 @@
+"""How fast bad input is answered (prints JSON): each case runs the real command as a user would, in a new
+process, and its wall time to the one-line error and exit status 2 is measured (median of ``--repeat``).
+Target: every case under 2 s (flags and files are checked before torch and Ray are imported).
+
+    python scripts/bench_cli.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_S = 2.0
+
+
+def cases(tmp: Path) -> dict[str, list[str]]:
+    bad_space = tmp / "bad.yaml"
+    bad_space.write_text("backbone: {name: mobilenetv2}\ndataset: {name: fashion_mnist, input_size: 32}\n"
+                         "search: {positions: '17-8', modules: [none, ulsam]}\n")
+    search = [sys.executable, str(REPO / "search.py")]
+    cli = [sys.executable, "-m", "nas_attn"]
+    return {
+        "search: --trials 0": [*search, "--space", "smoke", "--trials", "0"],
+        "search: unknown space": [*search, "--space", "no_such_space"],
+        "search: malformed space file": [*search, "--space", str(bad_space)],
+        "search: --seed 2**64": [*search, "--space", "smoke", "--seed", str(2**64)],
+        "search: --run-id ../x": [*search, "--space", "smoke", "--run-id", "../x"],
+        "search: --resume without a run": [*search, "--space", "smoke", "--resume", "--results-dir", str(tmp / "r")],
+        "complexity: illegal placement": [*cli, "complexity", "--arch",
+                                          '{"backbone": "mobilenetv2", "placements": [{"position": 8, '
+                                          '"op": "substitute", "module": "ulsam"}]}'],
+        "positions: unknown backbone": [*cli, "positions", "vgg99"],
+        "dashboard: missing folder": [*cli, "dashboard", str(tmp / "missing")],
+    }
+
+
+def measure(cmd: list[str], repeat: int) -> dict:
+    times, last = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        last = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+        times.append(time.perf_counter() - t0)
+    lines = last.stderr.strip().splitlines()
+    return {"median_s": round(statistics.median(times), 3), "exit": last.returncode,
+            "one_line": len(lines) == 1, "error": lines[-1][:160] if lines else ""}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        results = {name: measure(cmd, args.repeat) for name, cmd in cases(Path(d)).items()}
+    worst = max(r["median_s"] for r in results.values())
+    print(json.dumps({"target_s": TARGET_S, "worst_median_s": worst, "all_under_target": worst < TARGET_S,
+                      "all_exit_2_one_line": all(r["exit"] == 2 and r["one_line"] for r in results.values()),
+                      "cases": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
