@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 
 from nas_attn.arch import Arch
+from nas_attn.errors import NasAttnError
 from nas_attn.records import EPOCH_KEYS, TrialStatus
 
 #: the Optuna user attributes of a trial that become columns of the trials table (set by the searcher)
@@ -36,7 +37,14 @@ def load_front_eval(run_dir: Path) -> dict[int, dict[str, Any]]:
     They live beside the study because Optuna does not let a finished trial be updated.
     """
     path = Path(run_dir) / FRONT_EVAL
-    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {int(k): dict(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise NasAttnError(f"{path}: not a front evaluation file ({type(exc).__name__}: {exc}); move it away to "
+                           f"measure the front again") from None
 
 
 def save_front_eval(run_dir: Path, evals: dict[int, dict[str, Any]]) -> None:

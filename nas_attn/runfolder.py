@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,24 @@ def default_results_dir() -> Path:
     return Path.home() / "nas-attn" / "results" if in_ray_job() else Path("results")
 
 
+def check_writable_folder(folder: Path, what: str) -> None:
+    """``folder`` is, or can become, a folder this process writes in: probed in its nearest existing
+    ancestor with a temporary folder that is removed at once (so nothing is left behind)."""
+    if folder.exists() and not folder.is_dir():
+        raise NasAttnError(f"{what} {folder}: not a folder")
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise NasAttnError(f"{what} {folder}: {existing} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".nas-attn-probe-", dir=existing))
+    except OSError as exc:
+        raise NasAttnError(f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
 def resolve_run_folder(results_dir: str | None, space_name: str, run_id: str | None, resume: bool) -> RunFolder:
     """Where the run goes: ``--run-id`` (resumed when it exists), the latest run (``--resume``) or a new one."""
     results = Path(results_dir).expanduser() if results_dir else default_results_dir()
-    if results.exists() and not results.is_dir():
-        raise NasAttnError(f"--results-dir {results}: not a folder")
+    check_writable_folder(results, "--results-dir")
     base = results.resolve() / check_folder_name(space_name, "space name")
     if run_id is not None:
         folder = base / check_folder_name(run_id, "--run-id")

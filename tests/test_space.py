@@ -206,6 +206,8 @@ BAD_COMMANDS = [
     (["--space", "smoke", "--run-id", ""], r"--run-id '': must be a plain folder name"),
     (["--space", "smoke", "--run-id", "../x"], r"--run-id '\.\./x': must be a plain folder name"),
     (["--space", "smoke", "--results-dir", "FILE"], r"--results-dir .*: not a folder"),
+    (["--space", "smoke", "--results-dir", "/proc/nas-attn"], r"--results-dir /proc/nas-attn: cannot write in /proc"),
+    (["--space", "smoke", "--results-dir", "FILE/below"], r"--results-dir .*/below: .*a-file is not a folder"),
     (["--space", "smoke", "--data-root", "/nonexistent/fmnist"], r"--data-root /nonexistent/fmnist: no such directory"),
     (["--space", "smoke", "--bogus-flag"], r"unrecognized arguments: --bogus-flag"),
     (["--space", "smoke", "--resume"], r"--resume: no earlier run of space 'smoke'"),
@@ -219,7 +221,7 @@ def test_search_command_rejects_bad_input_in_one_line(tmp_path, args, message):
     bad = write_space(tmp_path / "bad.yaml", GOOD.replace("modules: [none, ulsam]", "modules: []"))
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    args = [str(bad) if a == "BAD" else str(a_file) if a == "FILE" else a for a in args]
+    args = [str(bad) if a == "BAD" else a.replace("FILE", str(a_file)) for a in args]
     results = tmp_path / "results"
     if "--results-dir" not in args:
         args += ["--results-dir", str(results)]
