@@ -1,4 +1,8 @@
-"""nas-attn: neural architecture search over attention placement in compact CNNs."""
+"""nas-attn: neural architecture search over attention placement in compact CNNs.
+
+Importing the package is cheap and torch-free: :class:`Arch`, :class:`Placement`, the errors, and
+:func:`build_model` / :func:`complexity`, which import torch the first time they are called.
+"""
 
 from nas_attn.arch import Arch, Placement, build_model
 from nas_attn.complexity import complexity

@@ -21,7 +21,6 @@ from nas_attn.backbones import OPS, get_backbone
 from nas_attn.data import DATASETS
 from nas_attn.errors import NasAttnError, SpaceError
 from nas_attn.modules import get_entry, list_modules
-from nas_attn.modules.csm import CSM_MAX_POSITIONS
 from nas_attn.recipe import Recipe
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -351,9 +350,11 @@ def _compile(raw: dict, path: Path, sha: str, num_classes: int, in_chans: int | 
             if bad:
                 raise SpaceError(f"{path}: {key}.groups: groups {bad} do not divide the {pos.out_channels} "
                                  f"channels of position {k}")
-        if "csm" in real and pos.side ** 2 > CSM_MAX_POSITIONS:
-            raise SpaceError(f"{path}: {key}.modules: csm at position {k} would attend over {pos.side}x{pos.side} "
-                             f"= {pos.side ** 2} positions (limit {CSM_MAX_POSITIONS})")
+        for m in real:  # the modules' own limit on h*w (csm, sam, nonlocal), from the registry
+            limit = get_entry(m).max_positions
+            if limit is not None and pos.side ** 2 > limit:
+                raise SpaceError(f"{path}: {key}.modules: {m} at position {k} would attend over {pos.side}x"
+                                 f"{pos.side} = {pos.side ** 2} positions (limit {limit})")
         positions.append(PositionChoice(k, pos.out_channels, pos.side, tuple(modules), tuple(groups),
                                         tuple(legal_ops or ["insert"])))
 
