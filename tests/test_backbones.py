@@ -208,6 +208,13 @@ def test_width_scales_every_stage():
     assert math.isclose(wide / base, 2.25, rel_tol=0.02)
 
 
+def test_drn_width_scales_every_level():
+    assert [p.out_channels for p in Arch("drn_d_22", width=0.5).positions()] == [8, 16] + [32] * 2 + [64] * 2 + \
+        [128] * 2 + [256] * 4
+    half = complexity(Arch("drn_c_26", width=0.5, num_classes=10, input_size=32))["params"]
+    assert math.isclose(half / complexity(Arch("drn_c_26", num_classes=10, input_size=32))["params"], 0.25, rel_tol=0.02)
+
+
 def test_drn_dilation_and_resolution():
     """DRN-A-50: output stride 8, the first block of each dilated stage undilated (the authors' drn.py)."""
     pos = Arch("drn_a_50").positions()
@@ -236,7 +243,7 @@ def test_cifar_networks_ignore_small_input():
 
 def test_families_declare_width_and_variants():
     assert {b for b in list_backbones() if get_backbone(b).has_width} == {
-        "mobilenetv2", "mobilenetv1", "resnet18", "resnet34", "resnet50"}
+        "mobilenetv2", "mobilenetv1", "resnet18", "resnet34", "resnet50", "drn_a_50", "drn_c_26", "drn_d_22"}
     with pytest.raises(ArchError, match="unknown variant 'v2' for resnet50"):
         Arch("resnet50", variant="v2").validate()
     with pytest.raises(ArchError, match="unknown variant 'v1' for resnet18"):

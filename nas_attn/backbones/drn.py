@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nas_attn.backbones.base import Backbone, LayerSpec
+from nas_attn.backbones.resnet import scaled
 
 #: channels and dilation of the authors' levels 1–8 (levels 1–4 stride 1, 2, 2, 2; 5–8 stride 1)
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
@@ -36,10 +37,12 @@ class DilatedResNet(Backbone):
     """A 7×7 stride-1 stem conv to 16 channels with BN-ReLU, the numbered layers (output stride 8), global
     average pool and a classifier (the authors' 1×1 conv classifier has the same parameters as a linear one).
 
-    The stem never downsamples, so ``small_input`` changes nothing.
+    The stem never downsamples, so ``small_input`` changes nothing. ``width`` multiplies every level's
+    channels (rounded), as for the ResNets.
     """
 
     net_module = "nas_attn.backbones.nets.drn"
+    has_width = True
 
     def __init__(self, name: str, arch: str, reference: str) -> None:
         self.name, self.arch, self.reference = name, arch, reference
@@ -47,10 +50,11 @@ class DilatedResNet(Backbone):
     def stem_stride(self, small_input: bool) -> int:
         return 1
 
-    def layers(self) -> list[DrnLayer]:
+    def layers(self, width: float = 1.0) -> list[DrnLayer]:
         """The numbered layers in forward order."""
-        out, cin = [], CHANNELS[0]
+        out, cin = [], scaled(CHANNELS[0], width)
         for level, (n, c, s, d) in enumerate(zip(DEPTHS, CHANNELS, STRIDES, DILATIONS, strict=True), 1):
+            c = scaled(c, width)
             for i in range(n):
                 out.append(DrnLayer(level, cin, c, s if i == 0 else 1, d, self._kind(level)))
                 cin = c
@@ -66,7 +70,7 @@ class DilatedResNet(Backbone):
     def layer_specs(self, width: float = 1.0, small_input: bool = False, in_chans: int = 3) -> list[LayerSpec]:
         return [LayerSpec(i, x.kind, x.in_channels, x.out_channels, x.stride, residual=x.kind == "basic",
                           block=x.kind != "conv3x3")
-                for i, x in enumerate(self.layers(), 1)]
+                for i, x in enumerate(self.layers(width), 1)]
 
 
 DRN_C_26 = DilatedResNet("drn_c_26", "C", "fyu/drn drn.py drn_c_26: 21,126,584 params (1000 classes; README 21.1M)")

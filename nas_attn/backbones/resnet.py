@@ -100,7 +100,7 @@ RESNEXT29_32X4D = ResNetFamily(
     reference="Xie et al. 2017 CIFAR layout with cardinality 32, width 4 (no published count)")
 #: DRN-A-50: ResNet-50 whose stages 4 and 5 trade their stride for dilation 2 and 4 (first block of each
 #: dilated stage undilated, as the authors' ``drn.py``); parameters equal ResNet-50's.
-DRN_A_50 = ResNetFamily("drn_a_50", ResNetLayout(True, (3, 4, 6, 3), dilated_stages=2),
+DRN_A_50 = ResNetFamily("drn_a_50", ResNetLayout(True, (3, 4, 6, 3), dilated_stages=2), has_width=True,
                         reference="fyu/drn drn.py drn_a_50: 25,557,032 params (1000 classes; README 25.6M)")
 
 RESNET_FAMILIES = (RESNET18, RESNET34, RESNET50, RESNEXT50_32X4D, WIDE_RESNET50_2, RESNEXT29_8X64D,

@@ -11,14 +11,14 @@ from timm.models.resnet import BasicBlock, downsample_conv
 from torch import nn
 
 from nas_attn.backbones.base import BuildSettings
-from nas_attn.backbones.drn import CHANNELS, DilatedResNet, DrnLayer
+from nas_attn.backbones.drn import DilatedResNet, DrnLayer
 from nas_attn.backbones.nets.common import NumberedNet, init_convs
 
 
 def build(family: DilatedResNet, s: BuildSettings) -> NumberedNet:
     """The 7×7/1 stem with BN-ReLU, the numbered layers, then average pool and classifier."""
-    layers = family.layers()
-    stem = ConvNormAct(s.in_chans, CHANNELS[0], 7)
+    layers = family.layers(s.width)
+    stem = ConvNormAct(s.in_chans, layers[0].in_channels, 7)
     head = ClassifierHead(layers[-1].out_channels, s.num_classes)
     return init_convs(NumberedNet(stem, [_layer(x) for x in layers], head))
 
