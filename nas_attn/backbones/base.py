@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-#: every op a placement may have (``docs/numbering.md`` says where each is legal)
+#: every op a placement may have (``docs/arch.md`` says what each does and where it is legal)
 OPS = ("insert", "substitute", "inside", "parallel")
 
 

@@ -108,7 +108,7 @@ def _note(c: Comparison) -> str:
 
 
 COLUMNS = ("paper", "table", "row", "arch", "paper params", "ours", "diff", "paper flops", "ours", "diff",
-           "status", "note")
+           "status", "note", "source")
 
 
 def rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
@@ -116,7 +116,7 @@ def rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
     return [(c.figure.paper, c.figure.table, c.figure.row, target_text(c.figure.target),
              c.figure.params.text if c.figure.params else "-", _num(c.params, c.figure.params), _pct(c.params_diff),
              c.figure.flops.text if c.figure.flops else "-", _num(c.flops, c.figure.flops), _pct(c.flops_diff),
-             c.status, _note(c))
+             c.status, _note(c), c.figure.source)
             for c in comparisons]
 
 

@@ -80,7 +80,7 @@ def attach_inside(layer: nn.Module, module: nn.Module) -> nn.Module:
 def attach_parallel(layer: nn.Module, module: nn.Module) -> nn.Module:
     """``layer`` with ``module`` beside its branch and shortcut: ``act(F(x) + S(x) + A(S(x)))``.
 
-    Decision (``docs/modules.md``, op ``parallel``): A reads the shortcut's output S(x) — the block input
+    Decision (``docs/arch.md``, op ``parallel``): A reads the shortcut's output S(x) — the block input
     itself where the shortcut is the identity, its projection where the block changes shape — so that A sees
     what the main line sees, and a shape-preserving module fits a block that changes shape.
     """
