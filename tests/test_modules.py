@@ -264,3 +264,14 @@ def test_third_party_modules_register_with_the_decorator():
         from nas_attn.modules.registry import _REGISTRY
 
         _REGISTRY.pop("test_double", None)
+
+
+def test_la_stays_finite_under_mixed_precision():
+    """Everything after LA's MLP stays float32 under autocast (it has no conv or matrix product to lower)."""
+    mod = create("la", 32).train()
+    x = (torch.randn(2, 32, 6, 6) * 1e4).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mod(x)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
