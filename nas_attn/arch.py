@@ -245,8 +245,9 @@ def build_model(arch: Arch) -> nn.Module:
     """Build the PyTorch model of ``arch``, freshly initialised (imports torch; see :mod:`nas_attn.build`).
 
     Raises:
-        ArchError: the arch is invalid; the message names the placement and the reason.
+        ArchError: the arch is invalid (found before torch is imported); the message names the placement.
     """
+    arch.validate()
     from nas_attn.build import build_model as build
 
     return build(arch)

@@ -45,8 +45,9 @@ def complexity(arch: Arch) -> dict[str, int]:
     The model is built on the ``meta`` device, so no memory is allocated and nothing is computed.
 
     Raises:
-        ArchError: the arch is invalid.
+        ArchError: the arch is invalid (found before torch is imported).
     """
+    arch.validate()
     import torch
 
     from nas_attn.build import build_model

@@ -30,6 +30,12 @@ def test_validating_archs_and_reading_the_registry_import_no_torch():
                 raise SystemExit("accepted " + str(bad))
             except ArchError as exc:
                 print(exc)
+        for fn in (complexity, build_model):  # an invalid arch is refused before torch is imported
+            try:
+                fn(Arch("resnet18", placements=[Placement(9, "se")]))
+                raise SystemExit("accepted position 9")
+            except ArchError:
+                pass
         entry = nas_attn.modules.get_entry("csm")
         assert entry.max_positions == 1024 and entry.options == ("reduction", "key_reduction", "order")
         print("torch" in sys.modules)
