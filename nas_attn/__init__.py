@@ -4,6 +4,8 @@ Importing the package is cheap and torch-free: :class:`Arch`, :class:`Placement`
 :func:`build_model` / :func:`complexity`, which import torch the first time they are called.
 """
 
+# Plain imports, not PEP 562: every name here is torch-free until called, and an eager import keeps the
+# function ``complexity`` from being shadowed by the submodule ``nas_attn.complexity`` once that is imported.
 from nas_attn.arch import Arch, Placement, build_model
 from nas_attn.complexity import complexity
 from nas_attn.errors import ArchError, DataError, ModuleConfigError, NasAttnError, SpaceError

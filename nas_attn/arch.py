@@ -18,7 +18,8 @@ from nas_attn.modules import check_options, check_positions, get_entry, resolve_
 if TYPE_CHECKING:
     from torch import nn
 
-_OP_SHORT = {"insert": "", "substitute": "/sub", "inside": "/in", "parallel": "/par"}
+#: how each op is written after the module in a compact placement (``5:la/par``); insert is written ``k:1``
+OP_SHORT = {"insert": "", "substitute": "/sub", "inside": "/in", "parallel": "/par"}
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Placement:
         g = f"/g{self.groups}" if self.groups is not None else ""
         if self.op == "insert":
             return f"{self.position}:1 {self.module}{g}"
-        return f"{self.position}:{self.module}{g}{_OP_SHORT.get(self.op, '/' + str(self.op))}"
+        return f"{self.position}:{self.module}{g}{OP_SHORT.get(self.op, '/' + str(self.op))}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"position": self.position, "op": self.op, "module": self.module}
