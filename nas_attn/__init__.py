@@ -1,12 +1,27 @@
-"""nas-attn: neural architecture search over attention placement in compact CNNs."""
+"""nas-attn: neural architecture search over attention placement in compact CNNs.
 
+Importing the package is cheap and torch-free: :class:`Arch`, :class:`Placement`, the errors, and
+:func:`build_model` / :func:`complexity`, which import torch the first time they are called.
+"""
+
+# Plain imports, not PEP 562: every name here is torch-free until called, and an eager import keeps the
+# function ``complexity`` from being shadowed by the submodule ``nas_attn.complexity`` once that is imported.
 from nas_attn.arch import Arch, Placement, build_model
 from nas_attn.complexity import complexity
 from nas_attn.errors import ArchError, DataError, ModuleConfigError, NasAttnError, SpaceError
+from nas_attn.space import SearchSpace, load_space
 
 __version__ = "0.1.0"
 
+
+def run_search(space, **flags):
+    """Run a search of ``space``; see :func:`nas_attn.search.run_search` (imports Ray and torch when called)."""
+    from nas_attn.search import run_search as _run_search
+
+    return _run_search(space, **flags)
+
+
 __all__ = [
-    "Arch", "ArchError", "DataError", "ModuleConfigError", "NasAttnError", "Placement", "SpaceError",
-    "build_model", "complexity",
+    "Arch", "ArchError", "DataError", "ModuleConfigError", "NasAttnError", "Placement", "SearchSpace", "SpaceError",
+    "build_model", "complexity", "load_space", "run_search",
 ]

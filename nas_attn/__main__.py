@@ -1,4 +1,5 @@
-"""``python -m nas_attn`` / ``nas-attn``: positions, complexity, modules, search, dashboard."""
+"""``python -m nas_attn`` / ``nas-attn``: positions, backbones, complexity, modules, paper tables, search,
+dashboard."""
 
 from __future__ import annotations
 
@@ -12,16 +13,36 @@ def _positions(args) -> None:
     from nas_attn.arch import Arch
 
     arch = Arch(args.backbone, width=args.width, input_size=args.input_size, small_input=args.small_input,
-                in_chans=args.in_chans)
+                in_chans=args.in_chans, variant=args.variant)
     rows = arch.positions()
     if args.json:
         print(json.dumps([p.as_dict() for p in rows]))
+        return
+    if args.markdown:
+        print(positions_markdown(rows))
         return
     print(f"{args.backbone} (width {args.width}, input {args.input_size}, small_input {args.small_input})")
     print(f"{'pos':>4} {'kind':<22} {'in':>5} {'out':>5} {'stride':>6} {'side':>5}  ops")
     for p in rows:
         print(f"{p.index:>4} {p.kind:<22} {p.in_channels:>5} {p.out_channels or '':>5} {p.stride:>6} {p.side:>5}  "
               f"{', '.join(p.ops) or '-'}")
+
+
+def positions_markdown(rows: list) -> str:
+    """A markdown table of positions (``docs/numbering.md`` is made of these)."""
+    lines = ["| pos | kind | in → out | stride | side | ops |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {p.index} | {p.kind} | {p.in_channels} → {p.out_channels or 'classes'} | {p.stride} | {p.side} | "
+              f"{', '.join(p.ops) or '-'} |" for p in rows]
+    return "\n".join(lines)
+
+
+def _backbones(args) -> None:
+    from nas_attn.backbones import get_backbone, list_backbones
+
+    for name in list_backbones():
+        b = get_backbone(name)
+        extras = (["width"] if b.has_width else []) + ([f"variant {'/'.join(b.variants)}"] if b.variants else [])
+        print(f"{name:<18} {len(b.positions()):>3} positions  {', '.join(extras) or '-':<24} {b.reference}")
 
 
 def _complexity(args) -> None:
@@ -40,7 +61,23 @@ def _modules(args) -> None:
     for name in list_modules():
         e = get_entry(name)
         groups = f"groups (default {e.default_groups})" if e.takes_groups else "no groups"
-        print(f"{name:<16} {groups:<22} {e.source}")
+        limit = f"<= {e.max_positions} positions" if e.max_positions else ""
+        options = ", ".join(e.options or ()) or "-"
+        print(f"{name:<18} {groups:<22} {limit:<18} options: {options:<34} {e.source}")
+
+
+def _paper_tables(args) -> None:
+    from nas_attn.errors import NasAttnError
+    from nas_attn.papers.figures import FIGURES, UNAVAILABLE
+    from nas_attn.papers.tables import compare, to_json, to_markdown, to_text
+
+    figures = tuple(f for f in FIGURES if args.paper is None or f.paper.lower() == args.paper.lower())
+    if not figures:
+        papers = ", ".join(dict.fromkeys(f.paper for f in FIGURES))
+        missing = ", ".join(u.paper for u in UNAVAILABLE)
+        raise NasAttnError(f"no figures for paper {args.paper!r} (figures: {papers}; not available here: {missing})")
+    format_ = {"text": to_text, "markdown": to_markdown, "json": to_json}[args.format]
+    print(format_(compare(figures)), end="")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,13 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-input", action="store_true")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    p.add_argument("--variant", default=None, help="the family's variant (resnet50: v1.5 or v1)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    form.add_argument("--markdown", action="store_true", help="a markdown table")
     p.set_defaults(fn=_positions)
+    b = sub.add_parser("backbones", help="list the backbone families")
+    b.set_defaults(fn=_backbones)
     c = sub.add_parser("complexity", help="params and multiply-adds of an arch")
     c.add_argument("--arch", required=True, help="arch as a JSON string or a .json file")
     c.set_defaults(fn=_complexity)
     m = sub.add_parser("modules", help="list the registered attention modules")
     m.set_defaults(fn=_modules)
+    t = sub.add_parser("paper-tables", help="the source papers' params/FLOPs figures beside ours")
+    t.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    t.add_argument("--paper", default=None, help="only this paper's rows (ULSAM, backbone)")
+    t.set_defaults(fn=_paper_tables)
     sub.add_parser("search", help="run a search (see nas-attn search --help)")
     sub.add_parser("dashboard", help="the Pareto dashboard (see nas-attn dashboard --help)")
     args = parser.parse_args(argv)

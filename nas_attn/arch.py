@@ -1,4 +1,7 @@
-"""Arch and Placement (SPEC sections 1 and 5): JSON round-trip, validation, and :func:`build_model`."""
+"""Arch and Placement (``docs/arch.md``): JSON round-trip and validation, without torch.
+
+:func:`build_model` is here for callers' convenience; it imports torch (``nas_attn.build``) when called.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,17 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from nas_attn.backbones import OPS, Position, get_backbone
+from nas_attn.backbones import OPS, Backbone, Position, get_backbone
 from nas_attn.errors import ArchError, ModuleConfigError
-from nas_attn.modules import create, get_entry, resolve_groups
-from nas_attn.modules.csm import CSM_MAX_POSITIONS
+from nas_attn.modules import check_options, check_positions, get_entry, resolve_groups
 
-_OP_SHORT = {"insert": "", "substitute": "/sub", "inside": "/in"}
+if TYPE_CHECKING:
+    from torch import nn
+
+#: how each op is written after the module in a compact placement (``5:la/par``); insert is written ``k:1``
+OP_SHORT = {"insert": "", "substitute": "/sub", "inside": "/in", "parallel": "/par"}
 
 
 @dataclass
@@ -24,10 +27,11 @@ class Placement:
     """One attention module placed at a numbered position.
 
     Attributes:
-        position: layer number of the backbone (SPEC section 2).
+        position: layer number of the backbone (``docs/numbering.md``).
         module: registered module name (see :func:`nas_attn.modules.list_modules`).
-        op: ``insert`` (after the layer, written ``k:1``), ``substitute`` (replaces the layer, ``k``) or
-            ``inside`` (end of the layer's residual branch, before the skip addition).
+        op: ``insert`` (after the layer, written ``k:1``), ``substitute`` (replaces the layer, ``k``),
+            ``inside`` (end of the layer's residual branch, before the skip addition) or ``parallel`` (beside
+            the residual branch and the shortcut, added before the block's final activation; LADNet III.C).
         groups: channel groups for modules that take them; ``None`` = the module's default.
         args: extra keyword arguments of the module (e.g. ``{"reduction": 8}``).
     """
@@ -39,11 +43,12 @@ class Placement:
     args: dict[str, Any] = field(default_factory=dict)
 
     def short(self) -> str:
-        """Compact form: ``14:ulsam/g4/sub`` (substitute), ``17:1 ulsam/g4`` (insert), ``5:se/in`` (inside)."""
+        """Compact form: ``14:ulsam/g4/sub`` (substitute), ``17:1 ulsam/g4`` (insert), ``5:se/in`` (inside),
+        ``5:la/par`` (parallel)."""
         g = f"/g{self.groups}" if self.groups is not None else ""
         if self.op == "insert":
             return f"{self.position}:1 {self.module}{g}"
-        return f"{self.position}:{self.module}{g}{_OP_SHORT.get(self.op, '/' + str(self.op))}"
+        return f"{self.position}:{self.module}{g}{OP_SHORT.get(self.op, '/' + str(self.op))}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"position": self.position, "op": self.op, "module": self.module}
@@ -68,7 +73,17 @@ class Placement:
 
 @dataclass
 class Arch:
-    """A backbone, its settings and a list of placements (SPEC section 5). JSON round-trips exactly."""
+    """A backbone, its settings and a list of placements (``docs/arch.md``). JSON round-trips exactly.
+
+    Attributes:
+        backbone: a family name (see :func:`nas_attn.backbones.list_backbones`).
+        variant: the family's variant (``resnet50``: ``"v1.5"``, the default, or ``"v1"``); ``None`` = the
+            default. Written to JSON only when set.
+        width: channel multiplier, for the families that have one.
+        num_classes, input_size, in_chans: classifier outputs, input side in pixels, input channels.
+        small_input: the family's variant for 28–64 px inputs (early downsampling removed).
+        placements: the attention modules placed in the backbone.
+    """
 
     backbone: str
     width: float = 1.0
@@ -77,10 +92,15 @@ class Arch:
     in_chans: int = 3
     small_input: bool = False
     placements: list[Placement] = field(default_factory=list)
+    variant: str | None = None
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "placements"}
+        d: dict[str, Any] = {"backbone": self.backbone}
+        if self.variant is not None:
+            d["variant"] = self.variant
+        d.update({f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in ("backbone", "variant", "placements")})
         d["placements"] = [p.to_dict() for p in self.placements]
         return d
 
@@ -119,8 +139,13 @@ class Arch:
     # -- validation ----------------------------------------------------------------------------
     def positions(self) -> list[Position]:
         """The backbone's positions at this arch's settings (validates the settings first)."""
-        self._validate_settings()
-        return get_backbone(self.backbone).positions(self.input_size, self.width, self.small_input, self.in_chans)
+        family = self._validate_settings()
+        return family.positions(self.input_size, self.width, self.small_input, self.in_chans)
+
+    def resolved_variant(self) -> str | None:
+        """``variant``, or the family's default variant when it is ``None``."""
+        variants = get_backbone(self.backbone).variants
+        return self.variant if self.variant is not None else (variants[0] if variants else None)
 
     def validate(self) -> list[Position]:
         """Raise :class:`ArchError` naming the first invalid setting or placement; return the positions."""
@@ -130,23 +155,15 @@ class Arch:
         for i, pl in enumerate(self.placements, 1):
             where = f"placement {i} ({_describe(pl)})"
             _check_types(pl, where)
-            pos = by_index.get(pl.position)
-            if pos is None or not pos.ops:
-                legal = [p.index for p in positions if p.ops]
-                raise ArchError(f"{where}: position {pl.position} out of range for {self.backbone} "
-                                f"({legal[0]}-{legal[-1]})")
-            if pl.op not in pos.ops:
-                reason = {"substitute": "is not substitutable", "inside": "has no residual branch"}.get(pl.op, "")
-                raise ArchError(f"{where}: layer {pl.position} ({pos.kind}, {pos.in_channels}->"
-                                f"{pos.out_channels}, stride {pos.stride}) {reason}; legal ops: {', '.join(pos.ops)}")
+            pos = self._check_position(pl, by_index, where)
             try:
                 get_entry(pl.module)
                 resolve_groups(pl.module, pos.out_channels, pl.groups)
+                check_options(pl.module, pl.args)
+                check_positions(pl.module, pos.side)
             except ModuleConfigError as exc:
                 raise ArchError(f"{where}: {exc}") from None
-            if pl.module == "csm" and pos.side * pos.side > CSM_MAX_POSITIONS:
-                raise ArchError(f"{where}: csm at a {pos.side}x{pos.side} map has {pos.side ** 2} positions, "
-                                f"over its limit of {CSM_MAX_POSITIONS} (its cost grows with (h*w)^2)")
+            # one structural change per layer (substitute, inside or parallel), plus any number of inserts
             for key in [(pl.position, pl.op)] + ([(pl.position, "replace")] if pl.op != "insert" else []):
                 if key in seen:
                     other = self.placements[seen[key] - 1]
@@ -155,7 +172,20 @@ class Arch:
                 seen[key] = i
         return positions
 
-    def _validate_settings(self) -> None:
+    def _check_position(self, pl: Placement, by_index: dict[int, Position], where: str) -> Position:
+        pos = by_index.get(pl.position)
+        if pos is None or not pos.ops:
+            legal = [p for p in by_index if by_index[p].ops]
+            raise ArchError(f"{where}: position {pl.position} out of range for {self.backbone} "
+                            f"({legal[0]}-{legal[-1]})")
+        if pl.op not in pos.ops:
+            reason = {"substitute": "is not substitutable", "inside": "has no residual branch",
+                      "parallel": "has no residual branch"}.get(pl.op, "")
+            raise ArchError(f"{where}: layer {pl.position} ({pos.kind}, {pos.in_channels}->"
+                            f"{pos.out_channels}, stride {pos.stride}) {reason}; legal ops: {', '.join(pos.ops)}")
+        return pos
+
+    def _validate_settings(self) -> Backbone:
         family = get_backbone(self.backbone)
         _check_int(self, "num_classes", 1)
         _check_int(self, "input_size", 8)
@@ -167,10 +197,23 @@ class Arch:
             raise ArchError(f"arch: width must be a positive number, got {w!r}")
         if not family.has_width and w != 1.0:
             raise ArchError(f"arch: {self.backbone} has no width multiplier (width must be 1.0, got {w})")
+        if self.variant is not None and self.variant not in family.variants:
+            known = f"one of {', '.join(family.variants)}" if family.variants else "it has none"
+            raise ArchError(f"arch: unknown variant {self.variant!r} for {self.backbone} ({known})")
+        return family
+
+
+#: the order in which placements at one layer are applied: structural changes first, then what is inserted after
+BUILD_ORDER = ("substitute", "inside", "parallel", "insert")
 
 
 def _order(p: Placement) -> tuple[int, int]:
-    return (p.position, 0 if p.op != "insert" else 1)
+    return (p.position, BUILD_ORDER.index(p.op) if p.op in BUILD_ORDER else len(BUILD_ORDER))
+
+
+def order_for_build(arch: Arch) -> list[tuple[int, Placement]]:
+    """``(number, placement)`` pairs (numbered from 1 as in error messages) in the order they are applied."""
+    return sorted(enumerate(arch.placements, 1), key=lambda ip: _order(ip[1]))
 
 
 def _describe(p: Placement) -> str:
@@ -199,39 +242,13 @@ def _check_int(arch: Arch, name: str, low: int) -> None:
         raise ArchError(f"arch: {name} must be an integer >= {low}, got {v!r}")
 
 
-
-
-class InsertAfter(nn.Module):
-    """``attention(layer(x))``: a module inserted after a numbered layer (op ``insert``, ``k:1``)."""
-
-    def __init__(self, layer: nn.Module, attention: nn.Module) -> None:
-        super().__init__()
-        self.layer, self.attention = layer, attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.layer(x))
-
-
 def build_model(arch: Arch) -> nn.Module:
-    """Build the PyTorch model of ``arch`` (freshly initialised).
-
-    ``substitute`` and ``inside`` placements are applied first, then ``insert``, so that ``k`` and ``k:1``
-    may be combined at one layer (the module inserted after the substituting one).
+    """Build the PyTorch model of ``arch``, freshly initialised (imports torch; see :mod:`nas_attn.build`).
 
     Raises:
-        ArchError: the arch is invalid; the message names the placement and the reason.
+        ArchError: the arch is invalid (found before torch is imported); the message names the placement.
     """
-    positions = {p.index: p for p in arch.validate()}
-    family = get_backbone(arch.backbone)
-    net = family.build(arch.num_classes, arch.in_chans, arch.width, arch.small_input)
-    for pl in sorted(arch.placements, key=_order):
-        channels = positions[pl.position].out_channels
-        module = create(pl.module, channels, pl.groups, **pl.args)
-        k = pl.position - 1
-        if pl.op == "substitute":
-            net.layers[k] = module
-        elif pl.op == "inside":
-            family.attach_inside(net.layers[k], module)
-        else:
-            net.layers[k] = InsertAfter(net.layers[k], module)
-    return net
+    arch.validate()
+    from nas_attn.build import build_model as build
+
+    return build(arch)

@@ -64,6 +64,9 @@ def run_cli(fn: Callable[[], int | None], prog: str, debug: bool | None = None) 
     except NasAttnError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (``nas-attn positions … | head``): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt as exc:  # Ctrl-C, or a search stopped cleanly on a signal (its message says how to resume)
         print(f"{prog}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return getattr(exc, "exit_status", 130)

@@ -1,24 +1,33 @@
-"""Parameters and multiply-adds of an arch, without training (SPEC section 4)."""
+"""Parameters and multiply-adds of an arch, without training (``docs/complexity.md``).
+
+Importing this module does not import torch (the functions do), so that ``nas_attn`` exposes
+:func:`complexity` without loading torch.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from typing import TYPE_CHECKING
 
-from nas_attn.arch import Arch, build_model
+from nas_attn.arch import Arch
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
-def count_params(model: torch.nn.Module) -> int:
+def count_params(model: nn.Module) -> int:
     """Trainable parameters (BatchNorm affine included)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of convolutions, linear layers and matrix products for one input.
 
     This is ``FlopCounterMode``'s total / 2 (it counts a multiply-add as two flops); element-wise ops,
     pooling and softmax are not counted — the convention of ULSAM, LADNet, LGAM and CSM.
     """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -36,8 +45,13 @@ def complexity(arch: Arch) -> dict[str, int]:
     The model is built on the ``meta`` device, so no memory is allocated and nothing is computed.
 
     Raises:
-        ArchError: the arch is invalid.
+        ArchError: the arch is invalid (found before torch is imported).
     """
+    arch.validate()
+    import torch
+
+    from nas_attn.build import build_model
+
     with torch.device("meta"):
         model = build_model(arch)
     return {

@@ -35,7 +35,6 @@ def measure(arch_json: str, splits, recipe, seconds: float, synthetic: bool, bar
 
     torch.set_num_threads(threads)
     device = pick_device()
-    from dataclasses import replace
 
     # the schedule must outlast the timed window, however many steps fit in it
     trainer = Trainer(Arch.from_json(arch_json), splits, replace(recipe, epochs=100_000), device, seed=0)
@@ -80,13 +79,15 @@ def main() -> None:
     import torch
 
     from nas_attn.data import load_dataset, make_splits
-    from nas_attn.space import load_space
+    from nas_attn.space import RunSettings, load_space
 
-    space = load_space(args.space)
-    ds = load_dataset(space.dataset, args.data_root, space.input_size)
-    splits = make_splits(ds, space.val_fraction, 0, space.train_subset, space.val_subset)
-    recipe = replace(space.recipe, compile=args.compile, batch_size=args.batch_size or space.recipe.batch_size)
-    arch = replace(space.base_arch(), num_classes=ds.num_classes, in_chans=ds.in_chans).to_json()
+    loaded = load_space(args.space)
+    ds = load_dataset(loaded.dataset.name, args.data_root, loaded.base.input_size)
+    space = loaded.for_run(RunSettings(compile=args.compile), cpu_budget=False, num_classes=ds.num_classes,
+                           in_chans=ds.in_chans)  # the full budget's recipe and width, as on a GPU
+    splits = make_splits(ds, space.dataset.val_fraction, 0, space.train_subset, space.val_subset)
+    recipe = space.recipe.replace(batch_size=args.batch_size or space.recipe.batch_size)
+    arch = space.base.to_json()
     cuda = torch.cuda.is_available()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
 

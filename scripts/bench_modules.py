@@ -52,6 +52,10 @@ def main() -> None:
     identity_s = _time(lambda t: t * 1.0, x, device, args.repeat)
     rows = {}
     for name in list_modules():
+        limit = get_entry(name).max_positions
+        if limit is not None and args.side ** 2 > limit:  # e.g. csm over a 56x56 map: refused, as in a search
+            print(f"  {name}: skipped, {args.side}x{args.side} exceeds its {limit} positions")
+            continue
         g = 4 if get_entry(name).takes_groups else None
         mod = create(name, args.channels, g).to(device).train()
         rows[name] = _time(mod, x, device, args.repeat)

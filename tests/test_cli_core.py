@@ -34,3 +34,32 @@ def test_invalid_arch_is_one_line_exit_2():
     assert r.returncode == 2 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
     r = _run("positions", "mobilenetv2", "--wrong-flag")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_complexity_counts_light_attention():
+    """Issue 8: la crashed counting (autocast on the meta device); now it is counted like any module."""
+    r = _run("complexity", "--arch", '{"backbone":"mobilenetv2","placements":[{"position":14,"op":"insert","module":"la"}]}')
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params"] == 3_504_872 + 2 * 96 * 6 + 6 + 96
+
+
+def test_positions_of_a_variant_and_as_markdown():
+    r = _run("positions", "resnet50", "--variant", "v1", "--markdown")
+    assert r.returncode == 0 and r.stdout.splitlines()[2] == "| 1 | bottleneck | 64 → 256 | 1 | 56 | insert, inside, parallel |"
+    r = _run("positions", "resnet18", "--variant", "v1")
+    assert r.returncode == 2 and r.stderr.strip() == "nas-attn: error: arch: unknown variant 'v1' for resnet18 (it has none)"
+
+
+def test_backbones_and_modules_lists():
+    r = _run("backbones")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 17
+    assert "drn_c_26" in r.stdout and "21,126,584" in r.stdout
+    r = _run("modules")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("nonlocal "))
+    assert "<= 1024 positions" in line
+
+
+def test_paper_tables_unknown_paper_is_one_line_exit_2():
+    r = _run("paper-tables", "--paper", "LGAM")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "no figures for paper 'LGAM'" in r.stderr and "not available here: ULSAM, LGAM, LADNet" in r.stderr

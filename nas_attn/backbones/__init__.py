@@ -1,15 +1,20 @@
-"""Backbone families with numbered positions (SPEC section 2)."""
+"""Backbone families with numbered positions (``docs/numbering.md``). Torch-free: models are built by
+``nas_attn.backbones.nets``, imported on first :meth:`Backbone.build`."""
 
 from __future__ import annotations
 
-from nas_attn.backbones.base import OPS, Backbone, LayerSpec, NumberedNet, Position
+from nas_attn.backbones.base import OPS, Backbone, BuildSettings, LayerSpec, Position
+from nas_attn.backbones.densenet import DENSENET121, DENSENET_BC100
+from nas_attn.backbones.drn import DRN_C_26, DRN_D_22
 from nas_attn.backbones.mobilenetv1 import MobileNetV1
 from nas_attn.backbones.mobilenetv2 import MobileNetV2
-from nas_attn.backbones.resnet import RESNET18, RESNET34, RESNET50
+from nas_attn.backbones.resnet import RESNET_FAMILIES
+from nas_attn.backbones.wrn import WRN16_8, WRN16_10, WRN28_10
 from nas_attn.errors import ArchError
 
 _BACKBONES: dict[str, Backbone] = {
-    b.name: b for b in (MobileNetV2(), MobileNetV1(), RESNET18, RESNET34, RESNET50)
+    b.name: b for b in (MobileNetV2(), MobileNetV1(), *RESNET_FAMILIES, WRN16_8, WRN16_10, WRN28_10,
+                        DENSENET121, DENSENET_BC100, DRN_C_26, DRN_D_22)
 }
 
 
@@ -26,4 +31,4 @@ def get_backbone(name: str) -> Backbone:
         raise ArchError(f"unknown backbone {name!r} (known: {', '.join(_BACKBONES)})") from None
 
 
-__all__ = ["OPS", "Backbone", "LayerSpec", "NumberedNet", "Position", "get_backbone", "list_backbones"]
+__all__ = ["OPS", "Backbone", "BuildSettings", "LayerSpec", "Position", "get_backbone", "list_backbones"]

@@ -1,57 +1,107 @@
-"""ResNet-18/34/50: position k is the k-th residual block in forward order (torchvision's blocks)."""
+"""ResNet-like families: position k is the k-th residual block in forward order.
+
+ResNet-18/34/50 (``width``; ResNet-50 ``variant`` v1.5 or v1), torchvision's ResNeXt-50 32×4d and
+Wide-ResNet-50-2, CIFAR ResNeXt-29 (Xie et al. 2017) and DRN-A-50 (Yu, Koltun, Funkhouser 2017) are all
+stages of basic or bottleneck blocks, built from timm's ``ResNet`` (``nas_attn.backbones.nets.resnet``).
+"""
 
 from __future__ import annotations
 
-from torch import nn
-from torchvision.models import resnet18, resnet34, resnet50
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from dataclasses import dataclass
 
-from nas_attn.backbones.base import Backbone, LayerSpec, NumberedNet, replace_stem_conv
+from nas_attn.backbones.base import Backbone, LayerSpec
 
 
-class ResNet(Backbone):
-    """Stem (7×7/2 conv + max-pool; ``small_input``: 3×3/1 conv, no max-pool, as LGAM 3.1), numbered blocks."""
+@dataclass(frozen=True)
+class ResNetLayout:
+    """The block layout of a ResNet-like family.
 
-    def __init__(self, name: str, factory, depths: tuple[int, ...], expansion: int) -> None:
-        self.name, self._factory, self._depths, self._expansion = name, factory, depths, expansion
+    Attributes:
+        bottleneck: bottleneck blocks (expansion 4) instead of basic blocks.
+        depths: blocks per stage.
+        channels: each stage's block width (``planes``) at width 1.0; a block outputs ``planes × expansion``.
+        cardinality, base_width: grouped 3×3 convs as torchvision/timm define them (inner width
+            ``⌊planes · base_width / 64⌋ · cardinality``).
+        cifar_stem: a 3×3 stride-1 stem conv without max-pool, whatever ``small_input`` says.
+        dilated_stages: the last stages whose stride is replaced by dilation 2, 4 (DRN-A: 2).
+    """
+
+    bottleneck: bool
+    depths: tuple[int, ...]
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    cardinality: int = 1
+    base_width: int = 64
+    cifar_stem: bool = False
+    dilated_stages: int = 0
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.bottleneck else 1
+
+
+class ResNetFamily(Backbone):
+    """Stem (7×7/2 conv + 3×3/2 max-pool; ``small_input`` or a CIFAR net: 3×3/1 conv, no max-pool, as LGAM
+    section 3.1 does for CIFAR), then numbered residual blocks, then global average pool and a classifier.
+
+    ``width`` (where allowed) multiplies the stem's and every stage's channels, rounded to an integer: CSM's
+    "WideResNet18 (widen = 1.5)" is ``resnet18`` with ``width: 1.5``.
+    """
+
+    net_module = "nas_attn.backbones.nets.resnet"
+
+    def __init__(self, name: str, layout: ResNetLayout, *, has_width: bool = False,
+                 variants: tuple[str, ...] = (), reference: str = "") -> None:
+        self.name, self.layout = name, layout
+        self.has_width, self.variants, self.reference = has_width, variants, reference
 
     def stem_stride(self, small_input: bool) -> int:
-        return 1 if small_input else 4
+        return 1 if small_input or self.layout.cifar_stem else 4
+
+    def stem_width(self, width: float) -> int:
+        return scaled(self.layout.channels[0], width)
 
     def layer_specs(self, width: float = 1.0, small_input: bool = False, in_chans: int = 3) -> list[LayerSpec]:
-        kind = "bottleneck" if self._expansion > 1 else "basic"
-        specs, cin = [], 64
-        for stage, n in enumerate(self._depths):
-            cout = 64 * 2**stage * self._expansion
+        lay = self.layout
+        kind = "bottleneck" if lay.bottleneck else "basic"
+        specs, cin = [], self.stem_width(width)
+        for stage, (n, planes) in enumerate(zip(lay.depths, lay.channels, strict=True)):
+            cout = scaled(planes, width) * lay.expansion
+            dilated = stage >= len(lay.depths) - lay.dilated_stages
             for i in range(n):
-                stride = 2 if stage > 0 and i == 0 else 1
+                stride = 2 if stage > 0 and i == 0 and not dilated else 1
                 specs.append(LayerSpec(len(specs) + 1, kind, cin, cout, stride, residual=True))
                 cin = cout
         return specs
 
-    def build(self, num_classes: int, in_chans: int, width: float, small_input: bool) -> NumberedNet:
-        net = self._factory(num_classes=num_classes)
-        conv1, maxpool = net.conv1, net.maxpool
-        if small_input:
-            conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
-            maxpool = nn.Identity()
-        elif in_chans != 3:
-            conv1 = replace_stem_conv(conv1, in_chans, 2)
-        stem = nn.Sequential(conv1, net.bn1, net.relu, maxpool)
-        blocks = [b for stage in (net.layer1, net.layer2, net.layer3, net.layer4) for b in stage]
-        head = nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)
-        return NumberedNet(stem, blocks, head)
 
-    def attach_inside(self, layer: nn.Module, module: nn.Module) -> None:
-        # torchvision adds the identity right after the last BN of the branch (as SE-ResNet places SE)
-        if isinstance(layer, Bottleneck):
-            layer.bn3 = nn.Sequential(layer.bn3, module)
-        elif isinstance(layer, BasicBlock):
-            layer.bn2 = nn.Sequential(layer.bn2, module)
-        else:
-            raise TypeError(f"not a ResNet block: {type(layer).__name__}")
+def scaled(channels: int, width: float) -> int:
+    """``channels × width`` rounded to the nearest integer (at least 1)."""
+    return max(1, round(channels * width))
 
 
-RESNET18 = ResNet("resnet18", resnet18, (2, 2, 2, 2), 1)
-RESNET34 = ResNet("resnet34", resnet34, (3, 4, 6, 3), 1)
-RESNET50 = ResNet("resnet50", resnet50, (3, 4, 6, 3), 4)
+_TV = "torchvision {}: {:,} params (1000 classes)"
+
+RESNET18 = ResNetFamily("resnet18", ResNetLayout(False, (2, 2, 2, 2)), has_width=True,
+                        reference=_TV.format("resnet18", 11_689_512))
+RESNET34 = ResNetFamily("resnet34", ResNetLayout(False, (3, 4, 6, 3)), has_width=True,
+                        reference=_TV.format("resnet34", 21_797_672))
+#: v1.5 (stride in the 3×3 conv, torchvision's) is the default; v1 strides the first 1×1 conv (He et al. 2016)
+RESNET50 = ResNetFamily("resnet50", ResNetLayout(True, (3, 4, 6, 3)), has_width=True, variants=("v1.5", "v1"),
+                        reference=_TV.format("resnet50", 25_557_032))
+RESNEXT50_32X4D = ResNetFamily("resnext50_32x4d", ResNetLayout(True, (3, 4, 6, 3), cardinality=32, base_width=4),
+                               reference=_TV.format("resnext50_32x4d", 25_028_904))
+WIDE_RESNET50_2 = ResNetFamily("wide_resnet50_2", ResNetLayout(True, (3, 4, 6, 3), base_width=128),
+                               reference=_TV.format("wide_resnet50_2", 68_883_240))
+RESNEXT29_8X64D = ResNetFamily(
+    "resnext29_8x64d", ResNetLayout(True, (3, 3, 3), (64, 128, 256), 8, 64, cifar_stem=True),
+    reference="Xie et al. 2017 Table 7: 34.4M params (CIFAR)")
+RESNEXT29_32X4D = ResNetFamily(
+    "resnext29_32x4d", ResNetLayout(True, (3, 3, 3), (64, 128, 256), 32, 4, cifar_stem=True),
+    reference="Xie et al. 2017 CIFAR layout with cardinality 32, width 4 (no published count)")
+#: DRN-A-50: ResNet-50 whose stages 4 and 5 trade their stride for dilation 2 and 4 (first block of each
+#: dilated stage undilated, as the authors' ``drn.py``); parameters equal ResNet-50's.
+DRN_A_50 = ResNetFamily("drn_a_50", ResNetLayout(True, (3, 4, 6, 3), dilated_stages=2), has_width=True,
+                        reference="fyu/drn drn.py drn_a_50: 25,557,032 params (1000 classes; README 25.6M)")
+
+RESNET_FAMILIES = (RESNET18, RESNET34, RESNET50, RESNEXT50_32X4D, WIDE_RESNET50_2, RESNEXT29_8X64D,
+                   RESNEXT29_32X4D, DRN_A_50)

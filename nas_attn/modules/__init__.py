@@ -1,8 +1,13 @@
-"""Attention modules and their registry: ``create(name, channels, groups=None, **kwargs)``."""
+"""Attention modules and their registry: ``create(name, channels, groups=None, **options)``.
 
-from nas_attn.modules import bam, csm, lgam, light_attention, timm_modules, ulsam  # noqa: F401 (register)
+Importing this package registers the built-in modules by metadata (``catalog``) without importing torch.
+"""
+
+from nas_attn.modules import catalog  # noqa: F401 (registers the built-in modules)
 from nas_attn.modules.registry import (
     ModuleEntry,
+    check_options,
+    check_positions,
     create,
     get_entry,
     list_modules,
@@ -10,4 +15,5 @@ from nas_attn.modules.registry import (
     resolve_groups,
 )
 
-__all__ = ["ModuleEntry", "create", "get_entry", "list_modules", "register_module", "resolve_groups"]
+__all__ = ["ModuleEntry", "check_options", "check_positions", "create", "get_entry", "list_modules",
+           "register_module", "resolve_groups"]

@@ -8,13 +8,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_attn.modules.registry import register_module
-
 
 class BAM(nn.Module):
     """``M = σ(BN(MLP(GAP(F))) ⊕ spatial(F))``, output ``F ⊕ F ⊗ M``.
 
-    Spatial branch: 1×1 to m/r → two 3×3 convs with dilation 4 → 1×1 to one map (BN + ReLU between).
+    Spatial branch: 1×1 to m/r → two 3×3 convs with dilation 4 → 1×1 to one map (BN + ReLU between), then a
+    BN, as Park et al.'s eq. 4 writes it: M_s(F) = BN(f₃¹ˣ¹(f₂³ˣ³(f₁³ˣ³(f₀¹ˣ¹(F))))).
     """
 
     def __init__(self, channels: int, reduction: int = 16, dilation: int = 4) -> None:
@@ -33,6 +32,7 @@ class BAM(nn.Module):
             *conv_bn_relu(hidden, hidden, 3, dilation),
             *conv_bn_relu(hidden, hidden, 3, dilation),
             nn.Conv2d(hidden, 1, 1),
+            nn.BatchNorm2d(1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,6 @@ class BAM(nn.Module):
         return x + x * mask
 
 
-@register_module("bam", source="Park et al. BMVC 2018")
-def bam(channels: int, reduction: int = 16) -> nn.Module:
-    return BAM(channels, reduction)
+def bam(channels: int, reduction: int = 16, dilation: int = 4) -> nn.Module:
+    """Registered as ``bam``."""
+    return BAM(channels, reduction, dilation)

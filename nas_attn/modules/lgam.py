@@ -5,17 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_attn.modules.registry import register_module
-
 
 class GroupChannelAttention(nn.Module):
-    """F_chan(x) = σ(BN(MLP(GAP(x)))) ⊗ x ⊕ x for one group, MLP = FC(C′→C′/r) → ReLU → FC(C′/r→C′)."""
+    """F_chan(x) = σ(ReLU(BN(MLP(GAP(x))))) ⊗ x ⊕ x for one group, MLP = FC(C′→C′/r) → ReLU → FC(C′/r→C′).
+
+    The ReLU before the sigmoid is LGAM eq. 2's δ, and the BN is the text's (after the MLP), as the paper
+    writes them: the mask lies in [0.5, 1), so M ⊗ x ⊕ x scales each channel by a factor in [1.5, 2).
+    """
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.BatchNorm1d(channels)
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels), nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -26,7 +29,7 @@ class GroupChannelAttention(nn.Module):
 class LGAM(nn.Module):
     """Group-wise channel attention chained as a ladder, then a parameter-free spatial attention.
 
-    ``y_1 = F_chan(x_1)``, ``y_k = F_chan(x_k ⊕ y_{k−1})``; ``A′ = concat(y)``;
+    ``y_1 = F_chan(x_1)``, ``y_k = F_chan(x_k ⊕ y_{k−1})``; ``A′ = concat(y)`` (``docs/modules.md``);
     ``M_spat = σ(ReLU(Σ_c A′))``; output ``A′ ⊗ M_spat ⊕ A``. Each group has its own MLP.
     The ladder is sequential by definition (y_k needs y_{k−1}), hence the loop over groups.
     """
@@ -49,6 +52,6 @@ class LGAM(nn.Module):
         return a * m_spat + x
 
 
-@register_module("lgam", takes_groups=True, default_groups=4, source="LGAM section 2")
 def lgam(channels: int, groups: int = 4, reduction: int = 8) -> nn.Module:
+    """Registered as ``lgam``."""
     return LGAM(channels, groups, reduction)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_attn.modules.registry import register_module
-
 
 def global_stochastic_pool(x: torch.Tensor, draws: int, training: bool) -> list[torch.Tensor]:
     """Global stochastic pooling over each channel's whole h×w map; returns ``draws`` tensors (B, m).
@@ -33,7 +31,7 @@ def global_stochastic_pool(x: torch.Tensor, draws: int, training: bool) -> list[
 
 
 def _safe_denominator(d: torch.Tensor, eps: float) -> torch.Tensor:
-    """sign(d)·max(|d|, eps), with sign(0) = +1 (SPEC decision for LA)."""
+    """sign(d)·max(|d|, eps), with sign(0) = +1 (a decision, ``docs/modules.md``)."""
     sign = torch.where(d < 0, -1.0, 1.0).to(d.dtype)
     return sign * d.abs().clamp_min(eps)
 
@@ -41,33 +39,36 @@ def _safe_denominator(d: torch.Tensor, eps: float) -> torch.Tensor:
 class LightAttention(nn.Module):
     """Light-Attention: GSP channel descriptors, a residual, then Max and Mean modules.
 
-    Decisions (SPEC section 3): two GSP descriptors share one MLP m → m/r → m giving c₁, c₂;
-    ``F′ = F ⊕ c₁ ⊕ c₂``; ``A_max = (F′/mv)^k`` and ``A_mean = F′/|F′ − mv|`` with safe denominators
-    (ε = 1e-3); ``M = σ(norm(A_max) + norm(A_mean))`` where norm divides by the map's mean absolute value;
-    output ``F′ ⊗ M``. The attention is computed in float32 so that it stays finite for any finite input.
+    Decisions (``docs/modules.md``): two GSP descriptors share one MLP m → m/r → m whose outputs pass a
+    sigmoid (the LA text says the MLP outputs pass an activation without naming it; the sigmoid, as in SE,
+    keeps the residual bounded) giving c₁, c₂; ``F′ = F ⊕ c₁ ⊕ c₂``; ``A_max = (F′/mv)^k`` and
+    ``A_mean = F′/|F′ − mv|`` with safe denominators (ε = 1e-3); ``M = σ(norm(A_max) + norm(A_mean))`` where
+    norm divides by the map's mean absolute value; output ``F′ ⊗ M``. Everything after the MLP is computed in
+    float32 so that it stays finite for any finite input; none of it is a matrix product or a convolution, so
+    autocast leaves it in float32 (and counting on the ``meta`` device needs no autocast context).
     """
 
     def __init__(self, channels: int, reduction: int = 16, power: int = 2, eps: float = 1e-3) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels),
+                                 nn.Sigmoid())
         self.power, self.eps = power, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d1, d2 = global_stochastic_pool(x, 2, self.training)
         c = self.mlp(torch.stack([d1, d2]).to(x.dtype)).float()  # (2, B, m), one shared MLP
-        with torch.autocast(x.device.type, enabled=False):
-            f = x.float() + (c[0] + c[1])[..., None, None]
-            mv = f.mean((2, 3), keepdim=True)
-            a_max = (f / _safe_denominator(mv, self.eps)).pow(self.power)
-            a_mean = f / _safe_denominator((f - mv).abs(), self.eps)
-            mask = torch.sigmoid(self._normalise(a_max) + self._normalise(a_mean))
-            return (f * mask).to(x.dtype)
+        f = x.float() + (c[0] + c[1])[..., None, None]
+        mv = f.mean((2, 3), keepdim=True)
+        a_max = (f / _safe_denominator(mv, self.eps)).pow(self.power)
+        a_mean = f / _safe_denominator((f - mv).abs(), self.eps)
+        mask = torch.sigmoid(self._normalise(a_max) + self._normalise(a_mean))
+        return (f * mask).to(x.dtype)
 
     def _normalise(self, a: torch.Tensor) -> torch.Tensor:
         return a / a.abs().mean((2, 3), keepdim=True).clamp_min(self.eps)
 
 
-@register_module("la", source="LADNet III.B")
 def light_attention(channels: int, reduction: int = 16, power: int = 2) -> nn.Module:
+    """Registered as ``la``."""
     return LightAttention(channels, reduction=reduction, power=power)

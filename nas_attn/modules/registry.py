@@ -1,52 +1,89 @@
-"""Name → constructor registry of attention modules.
+"""Name → constructor registry of attention modules, with what validation needs to know about each.
 
-Every module maps (B, m, h, w) → (B, m, h, w). A registered entry says whether the module is split into
-channel groups; :func:`create` checks ``groups`` against ``channels`` before constructing anything.
+Every module maps (B, m, h, w) → (B, m, h, w). An entry says whether the module splits channels into groups,
+which keyword options it takes and how many h·w positions it may attend over. This module is torch-free:
+built-in modules are registered by metadata and a lazy ``"package.module:function"`` constructor that is
+imported on first :func:`create`, so that an arch or a space is validated without importing torch.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import nn
+from typing import Any
 
 from nas_attn.errors import ModuleConfigError
+
+Factory = Callable[..., Any]
 
 
 @dataclass(frozen=True)
 class ModuleEntry:
-    """A registered module: its constructor ``fn(channels, groups, **kwargs)`` and how it uses groups."""
+    """A registered module.
+
+    Attributes:
+        name: the ``module`` of a placement.
+        factory: ``fn(channels, [groups,] **options) -> nn.Module``, or ``"package.module:function"`` naming it
+            (imported by :meth:`load`).
+        takes_groups: the module splits its channels into ``groups`` (which must divide them).
+        default_groups: the groups used when a placement gives none.
+        source: the paper or library the module follows.
+        max_positions: the most h·w positions the module may attend over (its cost grows with (h·w)²), or
+            ``None`` for no limit. :meth:`nas_attn.Arch.validate` refuses placements beyond it.
+        options: the keyword options the module accepts, or ``None`` when unknown until it is loaded.
+    """
 
     name: str
-    fn: Callable[..., nn.Module]
-    takes_groups: bool
-    default_groups: int | None
-    source: str
-    #: the largest h*w map the module may attend over (its cost grows with (h*w)^2); None: no limit
+    factory: Factory | str
+    takes_groups: bool = False
+    default_groups: int | None = None
+    source: str = "nas_attn"
     max_positions: int | None = None
+    options: tuple[str, ...] | None = None
+
+    def load(self) -> Factory:
+        """The constructor, importing its module the first time."""
+        if callable(self.factory):
+            return self.factory
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, ModuleEntry] = {}
 
 
+def add_entry(entry: ModuleEntry) -> None:
+    """Register ``entry``; raises :class:`ModuleConfigError` when its name is taken by another constructor."""
+    old = _REGISTRY.get(entry.name)
+    if old is not None and old.factory != entry.factory:
+        raise ModuleConfigError(f"attention module {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+
+
 def register_module(
     name: str, *, takes_groups: bool = False, default_groups: int | None = None, source: str = "nas_attn",
     max_positions: int | None = None,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+) -> Callable[[Factory], Factory]:
     """Decorator registering ``fn(channels, groups=None, **kwargs) -> nn.Module`` under ``name``.
 
-    Third-party code can register its own modules the same way; a search space lists such a module's
-    Python module under ``imports:`` so that every Ray worker registers it too.
+    Third-party code registers its own modules this way; a search space lists such a module's Python module
+    under ``imports:`` so that every Ray worker registers it too. Its options are read from ``fn``'s signature.
     """
 
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ModuleConfigError(f"attention module {name!r} is already registered")
-        _REGISTRY[name] = ModuleEntry(name, fn, takes_groups, default_groups, source, max_positions)
+    def decorator(fn: Factory) -> Factory:
+        add_entry(ModuleEntry(name, fn, takes_groups, default_groups, source, max_positions, _options_of(fn)))
         return fn
 
     return decorator
+
+
+def _options_of(fn: Factory) -> tuple[str, ...] | None:
+    params = list(inspect.signature(fn).parameters.values())[1:]  # after channels
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.name != "groups")
 
 
 def list_modules() -> list[str]:
@@ -58,7 +95,7 @@ def get_entry(name: str) -> ModuleEntry:
     """The registry entry of ``name``; raises :class:`ModuleConfigError` for an unknown name."""
     try:
         return _REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ModuleConfigError(
             f"unknown attention module {name!r} (known: {', '.join(list_modules())})"
         ) from None
@@ -79,24 +116,46 @@ def resolve_groups(name: str, channels: int, groups: int | None) -> int | None:
     return g
 
 
-def create(name: str, channels: int, groups: int | None = None, **kwargs) -> nn.Module:
-    """Create attention module ``name`` for ``channels`` channels.
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`ModuleConfigError` for an option that module ``name`` does not take."""
+    known = get_entry(name).options
+    unknown = sorted(set(options) - set(known)) if known is not None else []
+    if unknown:
+        takes = f"takes {', '.join(known)}" if known else "takes no options"
+        raise ModuleConfigError(f"module {name!r}: unknown option(s) {', '.join(unknown)} ({takes})")
+
+
+def check_positions(name: str, side: int) -> None:
+    """Raise :class:`ModuleConfigError` when a ``side``×``side`` map exceeds the module's ``max_positions``."""
+    limit = get_entry(name).max_positions
+    if limit is not None and side * side > limit:
+        raise ModuleConfigError(f"{name} at a {side}x{side} map has {side * side} positions, over its limit of "
+                                f"{limit} (its cost grows with (h*w)^2)")
+
+
+def create(name: str, channels: int, groups: int | None = None, **kwargs) -> Any:
+    """Create attention module ``name`` for ``channels`` channels (imports torch and the module's code).
 
     Args:
         name: a registered name (see :func:`list_modules`).
         channels: number of input (= output) channels m.
-        groups: channel groups for modules that split channels (``ulsam``, ``ulsam_official``, ``lgam``);
-            ``None`` takes the module's default. Must divide ``channels``.
-        **kwargs: module-specific options (e.g. ``reduction`` for ``lgam``/``csm``/``bam``/``la``).
+        groups: channel groups for modules that split channels (``ulsam``, ``ulsam_official``, ``lgam``,
+            ``sge``); ``None`` takes the module's default. Must divide ``channels``.
+        **kwargs: module options (e.g. ``reduction`` for ``lgam``/``csm``/``bam``/``la``, ``order`` for
+            ``csm``); :func:`get_entry` ``(name).options`` lists them.
 
     Raises:
-        ModuleConfigError: unknown name, groups that do not divide the channels, or bad options.
+        ModuleConfigError: unknown name, groups that do not divide the channels, an unknown option or a value
+            the module refuses.
     """
-    if not isinstance(channels, int) or channels < 1:
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ModuleConfigError(f"module {name!r}: channels must be a positive integer, got {channels!r}")
-    entry = get_entry(name)
     g = resolve_groups(name, channels, groups)
-    try:
-        return entry.fn(channels, g, **kwargs) if entry.takes_groups else entry.fn(channels, **kwargs)
-    except TypeError as exc:  # an unknown keyword argument
-        raise ModuleConfigError(f"module {name!r}: {exc}") from None
+    check_options(name, kwargs)
+    fn = get_entry(name).load()
+    if get_entry(name).options is None:  # a third-party module: its signature decides
+        try:
+            inspect.signature(fn).bind(channels, *([g] if g is not None else []), **kwargs)
+        except TypeError as exc:
+            raise ModuleConfigError(f"module {name!r}: {exc}") from None
+    return fn(channels, g, **kwargs) if g is not None else fn(channels, **kwargs)

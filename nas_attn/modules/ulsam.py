@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_attn.modules.registry import register_module
-
 
 class ULSAM(nn.Module):
     """Subspace attention: one spatial attention map per group of G = m/g channels.
@@ -15,7 +13,7 @@ class ULSAM(nn.Module):
     For each group n: ``A_n = softmax_hw(PW(maxpool3x3(DW1x1(F_n))))`` and ``F̂_n = A_n ⊗ F_n ⊕ F_n``.
     All groups are computed at once: the depthwise 1×1 conv is one ``groups=m`` conv and the per-group
     pointwise conv (G channels → 1 map) is one ``groups=g`` conv. No biases (a softmax over positions
-    cancels a constant), so params = 2m and multiply-adds = 2·m·h·w for every g (SPEC section 3).
+    cancels a constant), so params = 2m and multiply-adds = 2·m·h·w for every g (``docs/modules.md``).
     """
 
     def __init__(self, channels: int, groups: int = 4) -> None:
@@ -58,13 +56,13 @@ class ULSAMOfficial(ULSAM):
         )
 
 
-@register_module("ulsam", takes_groups=True, default_groups=4, source="ULSAM eq. 2-4")
 def ulsam(channels: int, groups: int = 4) -> nn.Module:
+    """Registered as ``ulsam``."""
     return ULSAM(channels, groups)
 
 
-@register_module("ulsam_official", takes_groups=True, default_groups=4, source="ULSAM public code")
 def ulsam_official(channels: int, groups: int = 4) -> nn.Module:
+    """Registered as ``ulsam_official``."""
     return ULSAMOfficial(channels, groups)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nas_attn.backbones import OPS
 from nas_attn.recipe import Recipe
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -21,7 +22,6 @@ PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 #: the largest position range a space may name (a backbone has at most a few hundred numbered layers)
 MAX_POSITIONS = 1000
-OPS = ("insert", "substitute", "inside", "parallel")
 OBJECTIVES = {"val_acc": "maximize", "flops": "minimize", "params": "minimize"}
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

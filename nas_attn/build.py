@@ -1,0 +1,42 @@
+"""``build_model``: the PyTorch model of an :class:`~nas_attn.arch.Arch` (imports torch)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from nas_attn.arch import Arch, order_for_build
+from nas_attn.backbones import BuildSettings, get_backbone
+from nas_attn.backbones.nets.common import InsertAfter, attach_inside, attach_parallel
+from nas_attn.errors import ArchError, ModuleConfigError
+from nas_attn.modules import create
+
+
+def build_model(arch: Arch) -> nn.Module:
+    """Build the PyTorch model of ``arch`` (freshly initialised).
+
+    ``substitute``, ``inside`` and ``parallel`` placements are applied first, then ``insert``, so that ``k``
+    and ``k:1`` may be combined at one layer (the module inserted after the changed one).
+
+    Raises:
+        ArchError: the arch is invalid, or a module refuses an option value; the message names the placement.
+    """
+    positions = {p.index: p for p in arch.validate()}
+    family = get_backbone(arch.backbone)
+    settings = BuildSettings(arch.num_classes, arch.in_chans, float(arch.width), arch.small_input,
+                             arch.resolved_variant())
+    net = family.build(settings)
+    for i, pl in order_for_build(arch):
+        try:
+            module = create(pl.module, positions[pl.position].out_channels, pl.groups, **pl.args)
+        except ModuleConfigError as exc:
+            raise ArchError(f"placement {i} ({pl.short()}): {exc}") from None
+        k = pl.position - 1
+        if pl.op == "substitute":
+            net.layers[k] = module
+        elif pl.op == "inside":
+            net.layers[k] = attach_inside(net.layers[k], module)
+        elif pl.op == "parallel":
+            net.layers[k] = attach_parallel(net.layers[k], module)
+        else:
+            net.layers[k] = InsertAfter(net.layers[k], module)
+    return net
