@@ -15,6 +15,10 @@ from nas_attn.backbones import OPS, Backbone, Position, get_backbone
 from nas_attn.errors import ArchError, ModuleConfigError
 from nas_attn.modules import check_options, check_positions, get_entry, resolve_groups
 
+#: the largest input side and width multiplier an arch may ask for (beyond them nothing would fit in memory)
+MAX_INPUT_SIZE = 4096
+MAX_WIDTH = 16.0
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -125,12 +129,17 @@ class Arch:
     @classmethod
     def from_json(cls, text: str) -> Arch:
         """Parse a JSON string, or read a ``.json`` file when ``text`` is a path to one."""
-        if not text.lstrip().startswith("{") and Path(text).is_file():
-            text = Path(text).read_text()
+        if not text.lstrip().startswith("{") and len(text) < 4096 and Path(text).is_file():
+            try:
+                text = Path(text).read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError) as exc:
+                raise ArchError(f"arch: cannot read {text[:200]} as UTF-8 text ({exc})") from None
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise ArchError(f"arch: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        except RecursionError:
+            raise ArchError("arch: JSON nested too deeply") from None
 
     def short(self) -> str:
         """Compact placement string, e.g. ``14:ulsam/g4/sub, 17:1 ulsam/g4``; ``vanilla`` when empty."""
@@ -187,14 +196,14 @@ class Arch:
 
     def _validate_settings(self) -> Backbone:
         family = get_backbone(self.backbone)
-        _check_int(self, "num_classes", 1)
-        _check_int(self, "input_size", 8)
-        _check_int(self, "in_chans", 1)
+        _check_int(self, "num_classes", 1, 1_000_000)
+        _check_int(self, "input_size", 8, MAX_INPUT_SIZE)
+        _check_int(self, "in_chans", 1, 1024)
         if not isinstance(self.small_input, bool):
             raise ArchError(f"arch: small_input must be true or false, got {self.small_input!r}")
         w = self.width
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
-            raise ArchError(f"arch: width must be a positive number, got {w!r}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0 < w <= MAX_WIDTH:
+            raise ArchError(f"arch: width must be a number in (0, {MAX_WIDTH}], got {w!r}")
         if not family.has_width and w != 1.0:
             raise ArchError(f"arch: {self.backbone} has no width multiplier (width must be 1.0, got {w})")
         if self.variant is not None and self.variant not in family.variants:
@@ -236,10 +245,10 @@ def _check_types(pl: Placement, where: str) -> None:
         raise ArchError(f"{where}: args must be an object, got {pl.args!r}")
 
 
-def _check_int(arch: Arch, name: str, low: int) -> None:
+def _check_int(arch: Arch, name: str, low: int, high: int) -> None:
     v = getattr(arch, name)
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        raise ArchError(f"arch: {name} must be an integer >= {low}, got {v!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ArchError(f"arch: {name} must be an integer in [{low}, {high}], got {v!r}")
 
 
 def build_model(arch: Arch) -> nn.Module:

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -63,3 +64,35 @@ def test_paper_tables_unknown_paper_is_one_line_exit_2():
     r = _run("paper-tables", "--paper", "LGAM")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "no figures for paper 'LGAM'" in r.stderr and "not available here: ULSAM, LGAM, LADNet" in r.stderr
+
+
+BAD_ARCHS = [
+    ('{"backbone":"mobilenetv2","input_size":1000000000000}', "input_size must be an integer in [8, 4096]"),
+    ('{"backbone":"mobilenetv2","width":1e300}', "width must be a number in (0, 16.0]"),
+    ('{"backbone":"mobilenetv2","num_classes":1e30}', "num_classes must be an integer"),
+    ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"lgam","args":{"reduction":0}}]}',
+     "module 'lgam': reduction must be a positive integer, got 0"),
+    ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"la","args":{"reduction":-3}}]}',
+     "module 'la': reduction must be a positive integer, got -3"),
+    ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"bam","args":{"reduction":0.5}}]}',
+     "module 'bam': reduction must be a positive integer, got 0.5"),
+    ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"se","args":{"rd_ratio":0}}]}',
+     "module 'se': rd_ratio must be a number in (0, 1]"),
+    ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"csm","args":{"order":"sideways"}}]}',
+     "module 'csm' cannot be built for 96 channels with order='sideways'"),
+    ("DEEP", "arch: JSON nested too deeply"),
+    ("BINARY", "as UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("arch,message", BAD_ARCHS, ids=[str(i) for i in range(len(BAD_ARCHS))])
+def test_bad_arch_input_is_one_line_exit_2(tmp_path, arch, message):
+    if arch == "BINARY":
+        arch = str(tmp_path / "binary.json")
+        (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00\x01binary")
+    if arch == "DEEP":  # a file: an argument of this size is over the kernel's limit
+        arch = str(tmp_path / "deep.json")
+        (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    r = _run("complexity", "--arch", arch)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr

@@ -116,13 +116,26 @@ def resolve_groups(name: str, channels: int, groups: int | None) -> int | None:
     return g
 
 
+#: options that are counts (a channel reduction, an exponent, a dilation, a kernel size): positive integers
+COUNT_OPTIONS = ("reduction", "key_reduction", "power", "dilation", "spatial_kernel_size")
+#: options that are ratios of channels: numbers in (0, 1]
+RATIO_OPTIONS = ("rd_ratio",)
+
+
 def check_options(name: str, options: dict[str, Any]) -> None:
-    """Raise :class:`ModuleConfigError` for an option that module ``name`` does not take."""
+    """Raise :class:`ModuleConfigError` for an option that module ``name`` does not take, or a count or ratio
+    option out of range (checked here, torch-free, before anything is built)."""
     known = get_entry(name).options
     unknown = sorted(set(options) - set(known)) if known is not None else []
     if unknown:
         takes = f"takes {', '.join(known)}" if known else "takes no options"
         raise ModuleConfigError(f"module {name!r}: unknown option(s) {', '.join(unknown)} ({takes})")
+    for key, value in options.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in COUNT_OPTIONS and not (number and value == int(value) and 1 <= value <= 1_000_000):
+            raise ModuleConfigError(f"module {name!r}: {key} must be a positive integer, got {value!r}")
+        if key in RATIO_OPTIONS and not (number and 0 < value <= 1):
+            raise ModuleConfigError(f"module {name!r}: {key} must be a number in (0, 1], got {value!r}")
 
 
 def check_positions(name: str, side: int) -> None:
@@ -158,4 +171,9 @@ def create(name: str, channels: int, groups: int | None = None, **kwargs) -> Any
             inspect.signature(fn).bind(channels, *([g] if g is not None else []), **kwargs)
         except TypeError as exc:
             raise ModuleConfigError(f"module {name!r}: {exc}") from None
-    return fn(channels, g, **kwargs) if g is not None else fn(channels, **kwargs)
+    try:
+        return fn(channels, g, **kwargs) if g is not None else fn(channels, **kwargs)
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:  # an option value it cannot take
+        options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no options"
+        raise ModuleConfigError(f"module {name!r} cannot be built for {channels} channels with {options} "
+                                f"({type(exc).__name__}: {exc})") from None

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nas_attn.arch import MAX_INPUT_SIZE, MAX_WIDTH
 from nas_attn.backbones import OPS
 from nas_attn.recipe import Recipe
 
@@ -39,7 +40,7 @@ class BackboneSection(Section):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
     name: str
-    width: PositiveFinite = Field(1.0, le=16)
+    width: PositiveFinite = Field(1.0, le=MAX_WIDTH)
     small_input: bool = False
 
     def settings(self) -> dict[str, Any]:
@@ -51,7 +52,7 @@ class DatasetSection(Section):
     """``dataset:`` what trials train on, at which input size, and how the validation split is carved."""
 
     name: str = "fashion_mnist"
-    input_size: Annotated[int, Field(ge=8, le=4096)]
+    input_size: Annotated[int, Field(ge=8, le=MAX_INPUT_SIZE)]
     val_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.1
     train_subset: Annotated[int, Field(ge=2)] | None = None
     val_subset: Annotated[int, Field(ge=1)] | None = None
@@ -158,7 +159,7 @@ class CpuBudgetSection(Section):
     epochs: Annotated[int, Field(ge=1)] | None = None
     train_subset: Annotated[int, Field(ge=2)] | None = None
     val_subset: Annotated[int, Field(ge=1)] | None = None
-    width: Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)] | None = None
+    width: Annotated[float, Field(gt=0, le=MAX_WIDTH, allow_inf_nan=False)] | None = None
     batch_size: Annotated[int, Field(ge=2)] | None = None
     lr: PositiveFinite | None = None
     concurrency: Annotated[int, Field(ge=1)] | None = None
