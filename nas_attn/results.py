@@ -189,8 +189,12 @@ def default_reference_point(trials: pd.DataFrame, objectives: Sequence[str]) -> 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write through a temporary file and rename, so a kill never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave the old file, not a half-written temporary one
+        raise
 
 
 def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -6,6 +6,8 @@
 | ``manifest.json`` | the driver, at the start and end of every attempt |
 | ``space.yaml`` | a copy of the space file, once |
 | ``tracebacks/<trial>.txt`` | the full traceback of a trial that raised |
+| ``ray.log`` | Ray's and Ray Tune's own warnings and errors (kept off the terminal) |
+| ``.lock`` | held by the search that writes the folder (:class:`nas_attn.storage.RunLock`) |
 | ``trials.parquet``, ``history.parquet``, ``front.csv``, ``archs/``, ``front_eval.json`` | :mod:`nas_attn.results` |
 | ``tune/`` | Ray Tune (checkpoints), unless ``--storage-path`` puts it elsewhere |
 """
@@ -30,6 +32,7 @@ STUDY_JOURNAL = "optuna.journal"
 MANIFEST = "manifest.json"
 SPACE_COPY = "space.yaml"
 TRACEBACKS = "tracebacks"
+RAY_LOG = "ray.log"
 REPO = Path(__file__).resolve().parent.parent
 
 

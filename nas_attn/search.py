@@ -8,6 +8,7 @@ is imported and before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import socket
@@ -22,8 +23,12 @@ from typing import TYPE_CHECKING, Any
 from nas_attn.cli import OneLineArgumentParser, run_cli
 from nas_attn.errors import NasAttnError
 from nas_attn.plan import DatasetInfo, SearchOptions, SearchPlan, check_options_against_space, make_plan
-from nas_attn.runfolder import SPACE_COPY, check_resumable, resolve_run_folder
+from nas_attn.runfolder import RAY_LOG, SPACE_COPY, check_resumable, resolve_run_folder
 from nas_attn.space import SAMPLERS, SearchSpace, load_space
+from nas_attn.storage import JournalWriteError, RunLock
+
+#: errors of a write that a resume recovers from once the file system has room again
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,19 +111,28 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     space_ = load_space(options.space, dataset=options.dataset)
     check_options_against_space(options, space_)
     run = resolve_run_folder(options.results_dir, space_.name, options.run_id, options.resume)
-    check_resumable(run, space_.path, space_.sha256)
-    for warning in space_.warnings:
-        say(f"warning: {space_.path.name}: {warning}")
+    # a run folder that exists is locked at once: a second search on it stops here, before Ray starts
+    lock = RunLock(run.path).acquire() if run.path.is_dir() else RunLock(run.path)
+    try:
+        check_resumable(run, space_.path, space_.sha256)
+        for warning in space_.warnings:
+            say(f"warning: {space_.path.name}: {warning}")
+        return _run_locked(options, space_, run, lock, say)
+    finally:
+        lock.release()
+
+
+def _run_locked(options: SearchOptions, space: SearchSpace, run, lock: RunLock, say) -> SearchResult:
     from nas_attn.stopping import StopRequest
 
     with StopRequest() as stop:
-        dataset = _load_data(options, space_, say)
+        dataset = _load_data(options, space, say)
         with ray_session(options.address):
             import ray
 
             stop.install()  # after ray.init, which installs its own SIGTERM handler
-            plan = make_plan(options, space_, run, _dataset_info(dataset), ray.cluster_resources())
-            return _execute(plan, _splits(dataset, plan.space), say, stop)
+            plan = make_plan(options, space, run, _dataset_info(dataset), ray.cluster_resources())
+            return _execute(plan, _splits(dataset, plan.space), say, stop, lock)
 
 
 def _sayer(quiet: bool) -> Callable[[str], None]:
@@ -220,7 +234,8 @@ def _probe(address: str) -> None:
 
 # -- the search ---------------------------------------------------------------------------------------------
 
-def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop: StopRequest) -> SearchResult:
+def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop: StopRequest,
+             lock: RunLock) -> SearchResult:
     from nas_attn.manifest import end_attempt, start_attempt
     from nas_attn.results import export
     from nas_attn.stopping import SearchInterrupted
@@ -233,7 +248,7 @@ def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop:
     if plan.budget_note:
         say(plan.budget_note)
     say(space.summary() + f"; {res.concurrency} at once, {res.cpus_per_trial:g} CPU + {res.gpus_per_trial:g} GPU each")
-    _create_run_folder(plan)
+    _create_run_folder(plan, lock, say)
     stop.immediate = False  # from here on a signal asks for a clean stop
     storage, storage_url = _open_storage(plan)
     manifest = start_attempt(plan, storage_url, splits)
@@ -247,6 +262,8 @@ def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop:
         end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1))
         detail = f"{exc.detail}; " if exc.detail else ""
         raise SearchInterrupted(exc.signum, f"{detail}resume with: {_resume_command(plan)}") from None
+    except (JournalWriteError, OSError) as exc:
+        _stop_on_write_failure(plan, manifest, exc)
     trials, front = export(plan.run.path, study)
     end_attempt(plan, manifest, "finished", search_s=round(time.time() - t0, 1),
                 counts=trials["status"].value_counts().to_dict() if len(trials) else {})
@@ -267,6 +284,8 @@ def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Ca
     if plan.run.resuming:
         say(f"resume: {finished} trial(s) already finished, {remaining} to go")
     searcher = _run_trials(plan, study, encoding, context, remaining, finished, attempt, stop)
+    if stop.failure is not None:
+        raise stop.failure
     if stop.requested:
         numbers = record_interrupted(study, [live.trial.number for live in searcher.live.values()] if searcher else [])
         stop.check(f"{count_finished(study)} finished trial(s) kept; {len(numbers)} interrupted trial(s) will run "
@@ -274,6 +293,22 @@ def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Ca
     if searcher is not None and searcher.too_tight:
         raise NasAttnError(f"{plan.space.path.name}: constraints: {searcher.too_tight}")
     _measure_front(plan, study, context, say, stop)
+
+
+def _stop_on_write_failure(plan: SearchPlan, manifest: dict, exc: Exception) -> None:
+    """The run folder cannot be written (a full disk): one line, and the command that resumes the run."""
+    from nas_attn.manifest import end_attempt
+
+    if isinstance(exc, OSError) and exc.errno not in WRITE_FAILURES:
+        raise exc
+    try:  # on a full disk this may fail too; the journal is what a resume needs, and it is intact
+        end_attempt(plan, manifest, "failed", reason=str(exc))
+    except OSError:
+        pass
+    what = str(exc) if isinstance(exc, JournalWriteError) else (
+        f"cannot write in {plan.run.path} ({exc.strerror or exc}): the search stops, every completed trial is "
+        f"kept")
+    raise JournalWriteError(f"{what}; free space, then resume with: {_resume_command(plan)}") from None
 
 
 def _resume_command(plan: SearchPlan) -> str:
@@ -284,21 +319,42 @@ def _resume_command(plan: SearchPlan) -> str:
     return options.command_line(prog)
 
 
-def _create_run_folder(plan: SearchPlan) -> None:
+def _create_run_folder(plan: SearchPlan, lock: RunLock, say: Callable[[str], None]) -> None:
+    """The run folder, locked for this search; a resumed run's journal repaired and checked first."""
     from nas_attn.results import write_atomic
+    from nas_attn.storage import check_study_present, repair_journal
 
     try:
         plan.run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NasAttnError(f"--results-dir {plan.run.path.parent.parent}: cannot create {plan.run.path} "
                            f"({exc.strerror or exc})") from None
+    lock.__enter__()  # no-op when it was taken before Ray started
+    _log_ray_to(plan.run.path / RAY_LOG)
+    if plan.run.resuming and not plan.options.storage:
+        repair_journal(plan.run.journal, say)
+        check_study_present(plan.run.path, plan.run.journal, plan.run.read_manifest())
     if not (plan.run.path / SPACE_COPY).exists():
         write_atomic(plan.run.path / SPACE_COPY, plan.space.path.read_text())
 
 
+def _log_ray_to(path: Path) -> None:
+    """Ray's and Tune's own log records go to a file in the run folder, not the terminal: a failing trial is
+    already recorded (reason, traceback) by nas-attn, and the terminal keeps one line per event."""
+    ray_logger = logging.getLogger("ray")
+    for handler in ray_logger.handlers:
+        handler.setLevel(logging.CRITICAL)
+    handler = logging.FileHandler(path, delay=True)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ray_logger.addHandler(handler)
+    logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks of its own
+
+
 def _open_storage(plan: SearchPlan):
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from nas_attn.storage import open_journal
 
     url = plan.options.storage
     if url:
@@ -306,7 +362,7 @@ def _open_storage(plan: SearchPlan):
             return optuna.storages.RDBStorage(url), url
         except Exception as exc:
             raise NasAttnError(f"--storage {url}: cannot open ({type(exc).__name__}: {exc})") from None
-    return JournalStorage(JournalFileBackend(str(plan.run.journal))), str(plan.run.journal)
+    return open_journal(plan.run.journal), str(plan.run.journal)
 
 
 def _run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finished: int, attempt: int,
@@ -323,7 +379,7 @@ def _run_trials(plan: SearchPlan, study, encoding, context, remaining: int, fini
         return None
     space, res = plan.space, plan.resources
     searcher = StudySearcher(study, encoding, cost=complexity, run=plan.run, seed_base=space.recipe.seed,
-                             epochs=space.recipe.epochs, storage_scheme=plan.storage_scheme)
+                             epochs=space.recipe.epochs, storage_scheme=plan.storage_scheme, on_failure=stop.fail)
     progress = Progress(study, space.trials, space.recipe.epochs, res.concurrency, finished,
                         mode="quiet" if plan.options.quiet else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),

@@ -35,6 +35,7 @@ from nas_attn.checkpoints import checkpoint_uri
 from nas_attn.records import EpochStats, TrialConfig, TrialReport, TrialStatus
 from nas_attn.runfolder import RunFolder
 from nas_attn.space.encoding import Encoding
+from nas_attn.storage import JournalWriteError
 
 #: consecutive refused archs after which the constraints are declared too tight for the space
 MAX_CONSECUTIVE_INFEASIBLE = 200
@@ -62,12 +63,16 @@ class StudySearcher(Searcher):
         seed_base: a trial's seed is ``seed_base + its number``.
         epochs: the recipe's epochs (a trial that reports fewer was stopped early).
         storage_scheme: URI scheme of checkpoints (``None``: local paths).
+        on_failure: called with what keeps the study or the run folder from being written (a full disk);
+            Tune swallows exceptions raised in searcher hooks, so the driver is told and stops the search.
     """
 
     def __init__(self, study: optuna.Study, encoding: Encoding, *, cost: Callable[[Arch], dict[str, int]],
-                 run: RunFolder, seed_base: int, epochs: int, storage_scheme: str | None = None) -> None:
+                 run: RunFolder, seed_base: int, epochs: int, storage_scheme: str | None = None,
+                 on_failure: Callable[[Exception], None] | None = None) -> None:
         super().__init__(metric="val_acc", mode="max")
         self.study, self.encoding, self.run = study, encoding, run
+        self._on_failure = on_failure
         self.seed_base, self.epochs, self.storage_scheme = seed_base, epochs, storage_scheme
         self._cost_of = cost
         self._costs: dict[str, dict[str, int]] = {}
@@ -82,6 +87,23 @@ class StudySearcher(Searcher):
         return self._costs[key]
 
     def suggest(self, trial_id: str) -> dict | None:
+        try:
+            return self._suggest(trial_id)
+        except OSError as exc:  # the journal's own failures are NasAttnError; see _storage_failed
+            return self._storage_failed(exc, Searcher.FINISHED)
+        except JournalWriteError as exc:
+            return self._storage_failed(exc, Searcher.FINISHED)
+
+    def _storage_failed(self, exc: Exception, result=None):
+        """The study or the run folder cannot be written: tell the driver, which stops the search."""
+        if isinstance(exc, OSError):
+            exc = JournalWriteError(f"cannot write in {self.run.path} ({exc.strerror or exc}): the search stops, "
+                                    f"every completed trial is kept")
+        if self._on_failure is not None:
+            self._on_failure(exc)
+        return result
+
+    def _suggest(self, trial_id: str) -> dict | None:
         reason = None
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
             trial, arch = self.encoding.ask(self.study)
@@ -143,6 +165,12 @@ class StudySearcher(Searcher):
         self._keep_traceback(trial_number, text or "(Ray Tune recorded no error text)")
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        try:
+            self._complete(trial_id, result, error)
+        except (OSError, JournalWriteError) as exc:
+            self._storage_failed(exc)
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         live = self.live.pop(trial_id, None)
         if live is None:
             return

@@ -35,13 +35,15 @@ class StopRequest(tune.Stopper):
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        #: a failure that must end the search (e.g. the journal cannot be written); raised by the driver
+        self.failure: Exception | None = None
         #: raise at the first signal (nothing written yet) instead of asking for a clean stop
         self.immediate = True
         self._previous: dict[int, object] = {}
 
     def __getstate__(self) -> dict:
         # Tune pickles its run config (the stopper included) for Tuner.restore, which nas-attn does not use
-        return {"signum": self.signum, "immediate": self.immediate, "_previous": {}}
+        return {"signum": self.signum, "immediate": self.immediate, "_previous": {}, "failure": None}
 
     @property
     def requested(self) -> bool:
@@ -74,6 +76,11 @@ class StopRequest(tune.Stopper):
         print(f"search: {signal.Signals(signum).name}: stopping; running trials are recorded as interrupted "
               f"(again to exit at once)", file=sys.stderr, flush=True)
 
+    def fail(self, exc: Exception) -> None:
+        """End the search because of ``exc`` (the first failure is kept)."""
+        if self.failure is None:
+            self.failure = exc
+
     def check(self, message: str = "") -> None:
         """Raise :class:`SearchInterrupted` if a stop was asked for."""
         if self.signum is not None:
@@ -84,4 +91,4 @@ class StopRequest(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.requested
+        return self.requested or self.failure is not None

@@ -1,14 +1,177 @@
-"""Run-folder safety. (Placeholder: the storage helper's branch brings the journal and lock parts.)"""
+"""A run folder that nothing corrupts or escapes: the study's journal survives a torn tail and a full disk,
+one search writes a run folder at a time, and folder names stay plain.
+
+The journal (``optuna.journal``) is one JSON record per line, appended by Optuna. A kill or a full disk
+during an append leaves a torn last line; Optuna reads past it, but the next append lands on it and the
+whole journal becomes unreadable. So:
+
+- :func:`repair_journal`, before a resume opens the study, sets a torn last line aside in a side file
+  (kept, never deleted) and truncates the journal to its last complete record; other damage is a one-line
+  error naming the file.
+- :class:`SafeJournalBackend` wraps Optuna's :class:`~optuna.storages.journal.JournalFileBackend`: an
+  append that fails (``ENOSPC``, ``EFBIG``, …) truncates the file back to where it was, so nothing is ever
+  appended onto a torn line, and stops the search with :class:`JournalWriteError`.
+- :class:`RunLock` takes an exclusive ``flock`` on the run folder for the search's life (the operating
+  system releases it if the process dies); readers (the dashboard, the tables) never need it.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
 from nas_attn.errors import NasAttnError
+
+LOCK_FILE = ".lock"
+
+
+class JournalWriteError(NasAttnError):
+    """The journal could not be written (full disk, …); the file was left as it was before the write."""
 
 
 def check_folder_name(value: str, what: str) -> str:
-    """``value`` if it is a plain folder name, else a one-line :class:`NasAttnError` naming ``what``."""
+    """``value`` if it is a plain folder name, else a one-line :class:`NasAttnError` naming ``what``.
+
+    Plain: not empty, not ``.`` or ``..``, no ``/`` or ``\\``, no control characters, not starting with
+    ``-`` (it would read as a flag), at most 255 bytes in UTF-8 (a file-name limit of every common file
+    system). A space name or run id that passes cannot lead outside the results folder.
+    """
     bad = (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value
-           or value.startswith("-") or any(ord(c) < 32 for c in value) or len(value.encode()) > 255)
+           or value.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in value)
+           or len(value.encode("utf-8", "surrogatepass")) > 255)
     if bad:
-        raise NasAttnError(f"{what} {value!r}: must be a plain folder name")
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "...'"
+        raise NasAttnError(f"{what} {shown}: must be a plain folder name")
     return value
+
+
+# -- the journal ----------------------------------------------------------------------------------------
+
+def _complete_records(data: bytes) -> tuple[int, int | None]:
+    """(bytes of complete, valid records from the start, line number of a bad record before the tail or None)."""
+    end, line_no = 0, 0
+    for line in data.splitlines(keepends=True):
+        line_no += 1
+        if not line.endswith(b"\n"):
+            break
+        try:
+            json.loads(line)
+        except ValueError:
+            if end + len(line) < len(data):  # a bad record with more after it: not a torn tail
+                return end, line_no
+            break
+        end += len(line)
+    return end, None
+
+
+def repair_journal(path: Path, say: Callable[[str], None] = print) -> Path | None:
+    """Set a torn last record of the journal at ``path`` aside; return the side file (``None``: nothing torn).
+
+    Raises:
+        NasAttnError: a damaged record before the last one (not what a torn write leaves), in one line.
+    """
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    end, bad_line = _complete_records(data)
+    if bad_line is not None:
+        raise NasAttnError(f"{path}: record {bad_line} is not valid JSON, and records follow it: the journal is "
+                           f"damaged (not a torn last write); restore it from a copy, or start a new run")
+    if end == len(data):
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    side = path.with_name(f"{path.name}.torn-{stamp}")
+    side.write_bytes(data[end:])
+    os.truncate(path, end)
+    say(f"resume: {path.name} ended in a torn record ({len(data) - end} bytes, a write cut short); kept in "
+        f"{side.name}, every complete record kept")
+    return side
+
+
+class SafeJournalBackend:
+    """Optuna's journal file backend, made safe against failed appends (see the module docstring).
+
+    It implements Optuna's public :class:`~optuna.storages.journal.BaseJournalBackend` interface
+    (``read_logs``, ``append_logs``) by delegation.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from optuna.storages.journal import JournalFileBackend
+
+        self.path = Path(path)
+        self._backend = JournalFileBackend(str(self.path))
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return self._backend.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        size = self.path.stat().st_size
+        try:
+            self._backend.append_logs(logs)
+        except OSError as exc:
+            try:  # nothing may stay appended onto a torn line
+                os.truncate(self.path, size)
+            except OSError:
+                pass
+            raise JournalWriteError(f"cannot write {self.path} ({exc.strerror or exc}): the search stops, every "
+                                    f"completed trial is kept") from None
+
+
+def open_journal(path: Path):
+    """An Optuna storage on the run's journal, through :class:`SafeJournalBackend`."""
+    from optuna.storages.journal import JournalStorage
+
+    return JournalStorage(SafeJournalBackend(path))
+
+
+def check_study_present(run_dir: Path, journal: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to resume a run whose trials are recorded but whose journal is gone or empty: a new study
+    there would attach the old front's test accuracies to new trials."""
+    ran = any(a.get("ended") for a in manifest.get("attempts", [])) or bool(manifest.get("counts"))
+    if ran and (not journal.is_file() or journal.stat().st_size == 0):
+        raise NasAttnError(f"{journal}: missing or empty, but {run_dir.name} already ran trials: its study is "
+                           f"lost; restore the journal from a copy, or start a new run")
+
+
+# -- one writer per run folder --------------------------------------------------------------------------
+
+class RunLock:
+    """An exclusive lock on a run folder for a search's life (a context manager).
+
+    ``fcntl.flock`` on ``RUN_DIR/.lock``: held as long as the file stays open, released by the operating
+    system when the process ends, however it ends. The file records the holder's PID and start time.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise NasAttnError(f"{self.path.parent} is in use by another search ({holder}); wait for it to end, "
+                               f"or use another --run-id") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"PID {os.getpid()}, started {dt.datetime.now().isoformat(timespec='seconds')}".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self if self._fd is not None else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,205 @@
+"""``nas-attn dashboard --serve``: the page over HTTP, ``/version`` for ``--watch``, and the run folders' files.
+
+Built to stay up whatever a client sends:
+
+- A connection costs no thread while it is idle: it waits in a selector until it sends something, then a
+  bounded pool of worker threads serves it; one that sends nothing for ``idle_timeout`` seconds is closed.
+  (``socketserver``'s threading server starts a thread per connection and never times one out, so 300
+  half-open connections held 300 threads.) A request that starts but stalls is cut after ``request_timeout``.
+- A path that is not valid UTF-8 once percent-decoded, holds a NUL or control character, names a run
+  index that is not ASCII digits, or is too long is answered 400 (414 for an over-long request line);
+  nothing outside the run folders is served (403/404). No request produces a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import selectors
+import socket
+import socketserver
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from nas_attn.dashboard.page import build_page
+from nas_attn.dashboard.rundata import DashboardError, load_run
+
+MAX_PATH = 2048  #: characters of a request path
+MAX_NAME = 255  #: bytes of one path segment (a file-name limit of every common file system)
+_RUN_INDEX = re.compile(r"[0-9]{1,4}")
+
+
+class DashboardServer(socketserver.TCPServer):
+    """Serves ``/`` (the page), ``/version`` and ``/runs/<i>/<path>`` (run folder ``i``'s own files)."""
+
+    allow_reuse_address = True
+
+    def __init__(self, address, run_dirs: list[str], watch: float | None, *, workers: int = 8,
+                 idle_timeout: float = 10.0, request_timeout: float = 5.0) -> None:
+        self.run_dirs = [Path(d).expanduser().resolve() for d in run_dirs]
+        self.watch, self.idle_timeout, self.request_timeout = watch, idle_timeout, request_timeout
+        self._lock = threading.Lock()
+        self._page, self._version = b"", ""
+        self.refresh()
+        super().__init__(address, DashboardHandler)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dashboard")
+        self._new: list[tuple[socket.socket, tuple]] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._closing = False
+        self._dispatcher = threading.Thread(target=self._dispatch, name="dashboard-dispatch", daemon=True)
+        self._dispatcher.start()
+
+    # -- the page -------------------------------------------------------------------------------
+    def version(self) -> str:
+        latest = 0.0
+        for d in self.run_dirs:
+            for f in ("optuna.journal", "manifest.json", "front_eval.json", "trials.parquet"):
+                p = d / f
+                if p.exists():
+                    latest = max(latest, p.stat().st_mtime)
+        return f"{latest:.3f}"
+
+    def refresh(self) -> None:
+        version = self.version()
+        with self._lock:
+            if version == self._version and self._page:
+                return
+            self._page = build_page([load_run(d) for d in self.run_dirs], self.watch).encode()
+            self._version = version
+
+    def page(self) -> tuple[bytes, str]:
+        if self.watch:
+            try:
+                self.refresh()
+            except DashboardError:
+                pass  # a file caught mid-write: keep the last good page
+        with self._lock:
+            return self._page, self._version
+
+    # -- connections: idle ones wait in a selector, active ones go to the pool -------------------
+    def process_request(self, request, client_address) -> None:  # called by serve_forever after accept
+        with self._lock:
+            self._new.append((request, client_address))
+        self._wake_w.send(b"\0")
+
+    def _dispatch(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        waiting: dict[socket.socket, tuple[tuple, float]] = {}
+        while not self._closing:
+            for key, _ in sel.select(timeout=min(0.5, self.idle_timeout / 2)):
+                if key.fileobj is self._wake_r:
+                    self._wake_r.recv(4096)
+                    continue
+                sock = key.fileobj
+                sel.unregister(sock)
+                address, _ = waiting.pop(sock)
+                self._pool.submit(self._serve, sock, address)
+            with self._lock:
+                new, self._new = self._new, []
+            for sock, address in new:
+                sel.register(sock, selectors.EVENT_READ)
+                waiting[sock] = (address, time.monotonic() + self.idle_timeout)
+            now = time.monotonic()
+            for sock in [s for s, (_, deadline) in waiting.items() if deadline < now]:
+                sel.unregister(sock)
+                del waiting[sock]
+                self.shutdown_request(sock)  # idle too long: closed, no thread ever held
+        for sock in waiting:
+            self.shutdown_request(sock)
+        sel.close()
+
+    def _serve(self, sock: socket.socket, address) -> None:
+        try:
+            sock.settimeout(self.request_timeout)
+            self.finish_request(sock, address)
+        except OSError:
+            pass  # the client went away or stalled: nothing to answer
+        finally:
+            self.shutdown_request(sock)
+
+    def handle_error(self, request, client_address) -> None:  # quiet: a broken client is not our error
+        pass
+
+    def server_close(self) -> None:
+        self._closing = True
+        self._wake_w.send(b"\0")
+        self._dispatcher.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._wake_r.close()
+        self._wake_w.close()
+        super().server_close()
+
+
+class DashboardHandler(BaseHTTPRequestHandler):
+    server: DashboardServer
+
+    def log_message(self, format, *args) -> None:  # quiet: one line per request is noise here
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _decoded_path(self) -> str | None:
+        """The request's path, percent-decoded; ``None`` after answering a malformed one."""
+        if len(self.path) > MAX_PATH:
+            self._send(HTTPStatus.REQUEST_URI_TOO_LONG, b"path too long\n")
+            return None
+        try:
+            path = unquote(urlparse(self.path).path, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            self._send(HTTPStatus.BAD_REQUEST, b"path is not valid UTF-8\n")
+            return None
+        if any(ord(c) < 32 or ord(c) == 127 for c in path) or any(
+                len(part.encode("utf-8", "surrogatepass")) > MAX_NAME for part in path.split("/")):
+            self._send(HTTPStatus.BAD_REQUEST, b"malformed path\n")
+            return None
+        return path
+
+    def do_GET(self) -> None:
+        path = self._decoded_path()
+        if path is None:
+            return None
+        if path in ("/", "/index.html"):
+            return self._send(HTTPStatus.OK, self.server.page()[0], "text/html; charset=utf-8")
+        if path == "/version":
+            return self._send(HTTPStatus.OK, self.server.page()[1].encode())
+        parts = path.split("/", 3)
+        if len(parts) == 4 and parts[1] == "runs":
+            return self._send_run_file(parts[2], parts[3])
+        return self._send(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    def _send_run_file(self, index: str, rest: str) -> None:
+        if not _RUN_INDEX.fullmatch(index):
+            return self._send(HTTPStatus.BAD_REQUEST, b"run index must be a number\n")
+        if int(index) >= len(self.server.run_dirs):
+            return self._send(HTTPStatus.NOT_FOUND, b"not found\n")
+        root = self.server.run_dirs[int(index)]
+        try:
+            target = (root / rest).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the file system refuses
+            return self._send(HTTPStatus.BAD_REQUEST, b"malformed path\n")
+        if not target.is_relative_to(root):
+            return self._send(HTTPStatus.FORBIDDEN, b"outside the run folders\n")
+        if not target.is_file():
+            return self._send(HTTPStatus.NOT_FOUND, b"not found\n")
+        return self._send(HTTPStatus.OK, target.read_bytes(), "application/octet-stream")
+
+
+def make_server(run_dirs: list[str], host: str = "127.0.0.1", port: int = 8050, watch: float | None = None,
+                **limits) -> DashboardServer:
+    """A server bound to ``host`` (loopback by default); port 0 picks a free one. ``limits``: ``workers``,
+    ``idle_timeout``, ``request_timeout`` of :class:`DashboardServer`."""
+    try:
+        return DashboardServer((host, port), run_dirs, watch, **limits)
+    except OSError as exc:
+        raise DashboardError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from None
