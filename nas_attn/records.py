@@ -69,6 +69,7 @@ class TrialReport:
         node, node_id, device: where it ran.
         startup_s: trial start to its first training step, measured in the trial's process.
         train_s: trial start to the end of its last epoch.
+        latency_ms: the arch's measured latency (``nas_attn.latency``), when an objective.
     """
 
     epoch: EpochStats | None = None
@@ -81,6 +82,8 @@ class TrialReport:
     device: str = ""
     startup_s: float | None = None
     train_s: float | None = None
+    #: median forward latency at batch 1 on the trial's device (only when a space asks for it)
+    latency_ms: float | None = None
 
     def to_result(self) -> dict[str, Any]:
         """The flat dictionary given to ``ray.tune.report`` (epoch figures at the top level)."""

@@ -25,7 +25,7 @@ from nas_attn.records import EPOCH_KEYS, TrialStatus
 #: the Optuna user attributes of a trial that become columns of the trials table (set by the searcher)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
                  "wall_s", "train_s", "startup_s", "launch_s", "node", "node_id", "device", "restarts", "tune_trial_id",
-                 "checkpoint", "traceback", "test_acc"]
+                 "checkpoint", "traceback", "latency_ms", "test_acc"]
 
 
 FRONT_EVAL = "front_eval.json"
@@ -102,10 +102,11 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
     df = pd.DataFrame(rows)
     if df.empty:
         return empty_trials_table()
-    fixed = ["trial", "status", "reason", "placements", "params", "flops", "val_acc_best", "val_acc_final",
+    fixed = ["trial", "status", "reason", "placements", "params", "flops", "latency_ms", "val_acc_best",
+             "val_acc_final",
              "test_acc", "epochs_run", "seed", "wall_s", "train_s", "startup_s", "launch_s", "node", "device"]
     rest = sorted(c for c in df.columns if c not in fixed)
-    return df[fixed + rest].sort_values("trial").reset_index(drop=True)
+    return df.reindex(columns=fixed + rest).sort_values("trial").reset_index(drop=True)
 
 
 def empty_trials_table() -> pd.DataFrame:
@@ -208,7 +209,8 @@ def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFra
         tmp = run_dir / f".{name}.tmp"
         df.to_parquet(tmp, index=False)
         os.replace(tmp, run_dir / name)
-    front_cols = [c for c in ["trial", "placements", "params", "flops", "val_acc_final", "val_acc_best", "test_acc",
+    front_cols = [c for c in ["trial", "placements", "params", "flops", "latency_ms", "val_acc_final", "val_acc_best",
+                              "test_acc",
                               *(f"reeval_{k}" for k in REEVAL_KEYS), "seed", "epochs_run", "arch"]
                   if c in front.columns]
     write_atomic(run_dir / "front.csv", front.reindex(columns=front_cols).to_csv(index=False))
@@ -223,9 +225,12 @@ def format_front(front: pd.DataFrame) -> str:
     """The front as a plain-text table for the terminal."""
     if front.empty:
         return "(no complete trial: empty front)"
-    lines = [f"{'trial':>5} {'val acc':>8} {'test acc':>8} {'MFLOPs':>9} {'params':>9}  placements"]
+    latency = "latency_ms" in front and front["latency_ms"].notna().any()
+    lines = [f"{'trial':>5} {'val acc':>8} {'test acc':>8} {'MFLOPs':>9} {'params':>9}"
+             + (f" {'ms':>8}" if latency else "") + "  placements"]
     for r in front.itertuples():
         test = f"{r.test_acc:.4f}" if isinstance(r.test_acc, float) and not np.isnan(r.test_acc) else "-"
-        lines.append(f"{r.trial:>5} {r.val_acc_final:>8.4f} {test:>8} {r.flops / 1e6:>9.2f} {int(r.params):>9}  "
+        ms = f" {r.latency_ms:>8.3f}" if latency else ""
+        lines.append(f"{r.trial:>5} {r.val_acc_final:>8.4f} {test:>8} {r.flops / 1e6:>9.2f} {int(r.params):>9}{ms}  "
                      f"{r.placements}")
     return "\n".join(lines)

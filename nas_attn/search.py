@@ -253,7 +253,8 @@ def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop:
     storage, storage_url = _open_storage(plan)
     manifest = start_attempt(plan, storage_url, splits)
     study = open_study(plan, storage)
-    context = TrialContext(space.recipe, splits, space.imports, res.threads)
+    context = TrialContext(space.recipe, splits, space.imports, res.threads,
+                           measure_latency="latency_ms" in space.objectives)
     t0 = time.time()
     try:
         _search_then_measure(plan, study, context, len(manifest["attempts"]), say, stop)

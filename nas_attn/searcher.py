@@ -125,9 +125,11 @@ class StudySearcher(Searcher):
         return Searcher.FINISHED
 
     def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int], reason: str) -> None:
-        """Recorded and told, never trained: the worst accuracy, its real cost, and its violation."""
+        """Recorded and told, never trained: the worst accuracy, its real cost, and its violation (a latency
+        that was never measured is told as infinite: the worst)."""
         _set_attrs(trial, {"status": TrialStatus.INFEASIBLE.value, "reason": reason})
-        values = [0.0 if o == "val_acc" else float(cost[o]) for o in self.encoding.space.objectives]
+        worst = {"val_acc": 0.0, "latency_ms": float("inf")}
+        values = [worst[o] if o in worst else float(cost[o]) for o in self.encoding.space.objectives]
         self.study.tell(trial, values)
 
     # -- what Tune reports ----------------------------------------------------------------------
@@ -182,7 +184,7 @@ class StudySearcher(Searcher):
             "status": status.value, "reason": reason, "history": [h.to_dict() for h in live.history],
             "epochs_run": len(live.history), "val_acc_best": max(accs, default=None),
             "val_acc_final": accs[-1] if accs else None, "wall_s": round(time.time() - live.started, 3),
-            **{k: getattr(report, k) for k in ("node", "node_id", "device", "startup_s", "train_s")
+            **{k: getattr(report, k) for k in ("node", "node_id", "device", "startup_s", "train_s", "latency_ms")
                if getattr(report, k) not in (None, "")},
         }
         if traceback:
@@ -192,7 +194,8 @@ class StudySearcher(Searcher):
         _set_attrs(live.trial, attrs)
         values = None
         if status is TrialStatus.COMPLETE:
-            values = [report.epoch.val_acc if o == "val_acc" else float(live.cost[o]) for o in self._objectives]
+            measured = {"val_acc": report.epoch.val_acc, "latency_ms": report.latency_ms}
+            values = [measured[o] if o in measured else float(live.cost[o]) for o in self._objectives]
         state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(
             status, TrialState.FAIL)
         self.study.tell(live.trial, values, state=state)

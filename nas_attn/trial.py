@@ -30,6 +30,8 @@ class TrialContext:
     splits: Splits
     imports: tuple[str, ...] = ()
     threads: int = 1
+    #: measure each arch's latency before training (the space names ``latency_ms`` as an objective)
+    measure_latency: bool = False
 
 
 def _placement(threads: int) -> tuple[str, dict[str, str]]:
@@ -84,6 +86,8 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
     from nas_attn.train import train_arch
 
     arch = Arch.from_json(trial.arch)
+    if context.measure_latency:
+        where = {**where, "latency_ms": _latency(arch, device)}
     startup: list[float] = []
 
     def report(stats: EpochStats, model) -> None:
@@ -100,6 +104,14 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
             tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
 
     train_arch(arch, context.splits, context.recipe, seed=trial.seed, device=device, report=report)
+
+
+def _latency(arch, device: str) -> float:
+    from nas_attn.build import build_model
+    from nas_attn.latency import measure_latency_ms
+
+    return round(measure_latency_ms(build_model(arch), (1, arch.in_chans, arch.input_size, arch.input_size),
+                                    device), 4)
 
 
 def evaluate_checkpoint(arch_json: str, uri: str, run_dir: str, splits: Splits, threads: int) -> float:

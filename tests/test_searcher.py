@@ -117,3 +117,32 @@ class _LocalCheckpoint:
 def test_trial_report_round_trips_through_a_tune_result(report):
     result = {**report.to_result(), "trial_id": "abc", "training_iteration": 3, "done": False}  # Tune adds keys
     assert TrialReport.from_result(result) == report
+
+
+def test_latency_objective_is_the_trials_measurement_and_unmeasured_archs_are_worst(tmp_path):
+    path = tmp_path / "latency.yaml"
+    path.write_text(textwrap.dedent(SPACE.replace("MAXF", str(14.5e6)).replace("SAMPLER", "random"))
+                    + "objectives: [val_acc, flops, latency_ms]\n")
+    space = load_space(str(path)).for_run(RunSettings(), cpu_budget=False, num_classes=10, in_chans=1)
+    study = optuna.create_study(directions=space.directions, sampler=make_sampler(space, 0))
+    searcher = StudySearcher(study, make_encoding(space), cost=complexity, run=RunFolder(tmp_path / "run", False),
+                             seed_base=0, epochs=2)
+    searcher.suggest("t0")
+    final = TrialReport(epoch=_epoch(2, 0.6), completed=True, latency_ms=3.25)
+    searcher.on_trial_complete("t0", final.to_result())
+    done = next(t for t in study.trials if t.user_attrs.get("tune_trial_id") == "t0" and t.state == TrialState.COMPLETE
+                and t.user_attrs.get("status") == "complete")
+    assert done.values == [0.6, done.user_attrs["flops"], 3.25] and done.user_attrs["latency_ms"] == 3.25
+    refused = [t for t in study.trials if t.user_attrs.get("status") == "infeasible"]
+    assert refused and all(t.values[2] == float("inf") for t in refused)
+
+
+def test_measured_latency_tells_a_heavy_model_from_a_light_one():
+    import torch
+
+    from nas_attn.latency import measure_latency_ms
+
+    light = torch.nn.Conv2d(3, 8, 1)
+    heavy = torch.nn.Sequential(*[torch.nn.Conv2d(64 if i else 3, 64, 3, padding=1) for i in range(6)])
+    fast, slow = (measure_latency_ms(m, (1, 3, 64, 64), "cpu", min_run_time=0.2) for m in (light, heavy))
+    assert 0 < fast < slow

@@ -23,7 +23,8 @@ PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 #: the largest position range a space may name (a backbone has at most a few hundred numbered layers)
 MAX_POSITIONS = 1000
-OBJECTIVES = {"val_acc": "maximize", "flops": "minimize", "params": "minimize"}
+#: objective → Optuna direction; ``latency_ms`` is measured by each trial on its device (nas_attn.latency)
+OBJECTIVES = {"val_acc": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
 SAMPLERS = ("nsga2", "tpe", "random", "gp")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -203,7 +204,7 @@ class SpaceFile(Section):
     @classmethod
     def _objectives(cls, v: list[str]) -> list[str]:
         if "val_acc" not in v or len(v) < 2 or len(set(v)) != len(v):
-            raise ValueError(f"need val_acc and at least one of flops, params, each once (got {v})")
+            raise ValueError(f"need val_acc and at least one of flops, params, latency_ms, each once (got {v})")
         return v
 
     @model_validator(mode="after")
