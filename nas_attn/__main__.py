@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return dashboard_main(argv[1:], prog="nas-attn dashboard")
 
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: args.fn(args), "nas-attn")
+
+
+def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="nas-attn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     p = sub.add_parser("positions", help="print a backbone's numbered positions")
@@ -118,8 +123,40 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(fn=_paper_tables)
     sub.add_parser("search", help="run a search (see nas-attn search --help)")
     sub.add_parser("dashboard", help="the Pareto dashboard (see nas-attn dashboard --help)")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: args.fn(args), "nas-attn")
+    _add_take_away_commands(sub)
+    return parser
+
+
+def _add_take_away_commands(sub) -> None:
+    e = sub.add_parser("export", help="write a trial's trained model (TorchScript, ONNX or a state dict)")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--trial", type=int, required=True)
+    e.add_argument("--format", required=True, choices=("torchscript", "onnx", "state_dict"))
+    e.add_argument("--out", required=True, help="the file to write")
+    e.set_defaults(fn=_export)
+    h = sub.add_parser("heatmaps", help="Grad-CAM heatmaps of trials on fixed test images (into RUN_DIR/heatmaps)")
+    h.add_argument("run_dir", metavar="RUN_DIR")
+    h.add_argument("--trials", type=int, nargs="+", help="default: the vanilla trial and the front")
+    h.add_argument("--images", type=int, default=8, help="test images, one class after another (default 8)")
+    h.set_defaults(fn=_heatmaps)
+
+
+def _export(args) -> None:
+    from nas_attn.export import export_trial
+
+    r = export_trial(args.run_dir, args.trial, args.format, args.out)
+    print(f"{r.path}: trial {args.trial} as {r.format}, {r.bytes:,} bytes; outputs match PyTorch's within "
+          f"{r.max_abs_diff:.2g} on the run's test images")
+
+
+def _heatmaps(args) -> None:
+    from nas_attn.errors import NasAttnError
+    from nas_attn.heatmaps import heatmaps_command
+
+    if not 1 <= args.images <= 64:
+        raise NasAttnError(f"--images {args.images}: between 1 and 64")
+    for path in heatmaps_command(args.run_dir, args.trials, args.images):
+        print(f"heatmaps: {path}")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,13 @@ def build_model(arch: Arch) -> nn.Module:
     settings = BuildSettings(arch.num_classes, arch.in_chans, float(arch.width), arch.small_input,
                              arch.resolved_variant())
     net = family.build(settings)
+    placed = []
     for i, pl in order_for_build(arch):
         try:
             module = create(pl.module, positions[pl.position].out_channels, pl.groups, **pl.args)
         except ModuleConfigError as exc:
             raise ArchError(f"placement {i} ({pl.short()}): {exc}") from None
+        placed.append((pl, module))
         k = pl.position - 1
         if pl.op == "substitute":
             net.layers[k] = module
@@ -39,4 +41,7 @@ def build_model(arch: Arch) -> nn.Module:
             net.layers[k] = attach_parallel(net.layers[k], module)
         else:
             net.layers[k] = InsertAfter(net.layers[k], module)
+    # each placement and the module it built, where it sits in the model (for heatmaps at its output); a plain
+    # tuple, so not registered as submodules: state dicts and traced or exported models are unchanged
+    net.placed = tuple(placed)
     return net

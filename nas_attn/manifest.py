@@ -22,6 +22,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, splits) -> dict[str, Any]:
         "tune_storage": plan.options.storage_path or "RUN_DIR/tune",
         "dataset": {"name": data.name, "source": data.source, "train": len(splits.train_y),
                     "val": len(splits.val_y), "test": len(splits.test_y),
+                    "mean": list(splits.mean), "std": list(splits.std),
                     "input_size": space.base.input_size, "seed": space.recipe.seed},
         "budget": {"trials": space.trials, "epochs": space.recipe.epochs, "width": space.base.width,
                    "cpu_budget_applied": space.cpu_budget_applied, "note": plan.budget_note},

@@ -59,6 +59,26 @@ def interrupted_trials(study: optuna.Study) -> frozenset[int]:
     return frozenset(study.user_attrs.get(INTERRUPTED_KEY, []))
 
 
+def open_run_study(run_dir: Path, manifest: dict[str, Any]) -> optuna.Study | None:
+    """A run's study, read-only: the run folder's own journal (wherever the folder was moved), else the RDB
+    named in its manifest; ``None`` before the search created it. Readers need no lock."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = manifest.get("storage") or ""
+    journal = Path(run_dir) / "optuna.journal"
+    if journal.is_file():
+        backend = JournalStorage(JournalFileBackend(str(journal)))
+    elif "://" in storage:
+        backend = optuna.storages.RDBStorage(storage)
+    else:
+        return None
+    try:
+        return optuna.load_study(study_name=manifest.get("study_name") or manifest["space"], storage=backend)
+    except KeyError:  # the search has not created its study yet
+        return None
+
+
 def trial_status(t: optuna.trial.FrozenTrial, interrupted: frozenset[int] = frozenset()) -> TrialStatus:
     """Our status of an Optuna trial (``running`` while Optuna has it running or waiting)."""
     if t.number in interrupted:

@@ -419,4 +419,23 @@ def _measure_front(plan: SearchPlan, study, context, say: Callable[[str], None],
     front = front_table(trials_table(study, load_front_eval(plan.run.path)))
     evaluate_front(study, front, plan, context, say, stop)
     reevaluate_front(study, front, plan, context, say, stop)
+    stop.check("the front is measured; its heatmaps were not made")
+    _make_heatmaps(plan, study, context.splits, say)
+
+
+def _make_heatmaps(plan: SearchPlan, study, splits: Splits, say: Callable[[str], None], images: int = 8) -> None:
+    """Grad-CAM heatmaps of the vanilla trial and the front on a few fixed test images (for the dashboard)."""
+    from nas_attn.heatmaps import heatmap_images, heatmap_trials, make_heatmaps
+    from nas_attn.results import trials_table
+
+    trials = heatmap_trials(trials_table(study))
+    if not trials:
+        return
+    chosen = heatmap_images(splits.test_x, splits.test_y, splits.mean, splits.std, plan.dataset.name, images)
+    try:
+        make_heatmaps(plan.run.path, trials, chosen)
+    except NasAttnError as exc:  # e.g. weights on a worker's disk the driver cannot read: the rest stands
+        say(f"heatmaps: not made ({exc}); `nas-attn heatmaps {plan.run.path}` makes them where the weights are")
+        return
+    say(f"heatmaps: trials {', '.join(map(str, trials))} on {images} test images in {plan.run.path.name}/heatmaps")
 

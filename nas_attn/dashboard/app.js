@@ -1,57 +1,104 @@
 (function () {
   const COLOURS = {ulsam: "#1f77b4", ulsam_official: "#aec7e8", la: "#ff7f0e", lgam: "#2ca02c", csm: "#9467bd",
-                   bam: "#8c564b", se: "#d62728", cbam: "#e377c2", eca: "#17becf", gc: "#bcbd22"};
-  const colour = m => COLOURS[m] || "#7f7f7f";
+                   csm_spatial_first: "#c5b0d5", cam: "#98df8a", sam: "#ffbb78", sge: "#17becf", nonlocal: "#7f7f7f",
+                   bam: "#8c564b", se: "#d62728", cbam: "#e377c2", eca: "#bcbd22", gc: "#393b79"};
+  const colour = m => COLOURS[m] || "#555";
   const fmt = (v, d) => v === null || v === undefined ? "-" : (typeof v === "number" ? v.toFixed(d) : String(v));
+  const esc = s => String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+                                                         "'": "&#39;"})[c]);
+  // how each op is drawn on the strip (the legend below it says the same in words)
+  const OP_MARK = {substitute: "filled box: substitutes the layer", inside: "inner square: inside its residual branch",
+                   parallel: "bar below: beside the block (parallel)", insert: "diamond between layers: inserted after"};
+
+  function stripShapes(pos, marks, idx) {
+    const shapes = pos.map((p, i) => ({type: "rect", x0: i - 0.4, x1: i + 0.4, y0: 0, y1: 1,
+                                      line: {color: "#999"}, fillcolor: "#f4f4f4"}));
+    const pts = {x: [], y: [], text: [], colour: [], symbol: []};
+    marks.forEach(m => {
+      const i = idx[m.position]; if (i === undefined) return;
+      const c = colour(m.module);
+      if (m.op === "substitute") shapes.push({type: "rect", x0: i - 0.4, x1: i + 0.4, y0: 0, y1: 1, fillcolor: c,
+                                              line: {color: c}, opacity: 0.85});
+      if (m.op === "inside") shapes.push({type: "rect", x0: i - 0.22, x1: i + 0.22, y0: 0.28, y1: 0.72,
+                                          fillcolor: c, line: {color: "#333", width: 1}});
+      if (m.op === "parallel") shapes.push({type: "rect", x0: i - 0.4, x1: i + 0.4, y0: -0.22, y1: -0.08,
+                                            fillcolor: c, line: {color: c}});
+      // every mark also gets an invisible-or-diamond point, so that hovering it names the placement
+      const x = m.op === "insert" ? i + 0.5 : i, y = m.op === "parallel" ? -0.15 : 0.5;
+      pts.x.push(x); pts.y.push(y); pts.text.push(m.label); pts.colour.push(c);
+      pts.symbol.push(m.op === "insert" ? "diamond" : "square");
+    });
+    return {shapes, pts};
+  }
 
   function strip(run, t) {
-    const pos = run.positions.filter(p => p.ops.length || p.kind !== "pool+classifier");
-    const shapes = [], ann = [], xs = [], ys = [], texts = [], cols = [];
-    pos.forEach((p, i) => {
-      shapes.push({type: "rect", x0: i - 0.4, x1: i + 0.4, y0: 0, y1: 1, line: {color: "#888"}, fillcolor: "#f4f4f4"});
-      ann.push({x: i, y: -0.25, text: String(p.index), showarrow: false, font: {size: 11}});
-    });
+    const pos = run.positions.filter(p => p.ops.length);
     const idx = {}; pos.forEach((p, i) => idx[p.index] = i);
-    let lift = 0;
-    (t.arch.placements || []).slice().sort((a, b) => a.position - b.position).forEach(pl => {
-      const i = idx[pl.position]; if (i === undefined) return;
-      const g = pl.groups ? " g" + pl.groups : "";
-      const c = colour(pl.module);
-      let label, x;
-      if (pl.op === "substitute") {
-        shapes.push({type: "rect", x0: i - 0.4, x1: i + 0.4, y0: 0, y1: 1, line: {color: c, width: 2}, fillcolor: c,
-                     opacity: 0.85});
-        label = pl.position + ": " + pl.module + g + " (substitutes)"; x = i;
-      } else if (pl.op === "inside") {
-        shapes.push({type: "rect", x0: i - 0.25, x1: i + 0.25, y0: 0.25, y1: 0.75, line: {color: c}, fillcolor: c});
-        label = pl.position + ": " + pl.module + g + " (inside)"; x = i;
-      } else {
-        x = i + 0.5;
-        xs.push(x); ys.push(0.5); cols.push(c); texts.push(pl.position + ":1 " + pl.module + g);
-        label = pl.position + ":1 " + pl.module + g + " (inserted)";
-      }
-      ann.push({x: x, y: 1.15 + 0.45 * (lift++ % 3), text: label, showarrow: true, ax: 0, ay: 18, arrowcolor: c,
-                font: {size: 11, color: c}, bgcolor: "rgba(255,255,255,0.85)"});
-    });
-    const data = [{x: xs, y: ys, mode: "markers", type: "scatter", hoverinfo: "text", text: texts,
-                   marker: {symbol: "diamond", size: 14, color: cols, line: {color: "#333", width: 1}}}];
-    const layout = {title: {text: run.manifest.space + ": " + (t.arch.backbone || "") + " layers (left to right)",
-                            font: {size: 13}}, shapes: shapes, annotations: ann, height: 270, showlegend: false,
-                    margin: {l: 20, r: 20, t: 40, b: 30}, template: "plotly_white",
-                    xaxis: {visible: false, range: [-0.7, pos.length - 0.3]}, yaxis: {visible: false, range: [-0.45, 2.75]}};
+    const marks = t.marks || [];
+    const {shapes, pts} = stripShapes(pos, marks, idx);
+    const every = Math.max(1, Math.ceil(pos.length / 24));  // at most ~24 layer numbers: they never overlap
+    const placed = new Set(marks.map(m => m.position));
+    const ticks = pos.map((p, i) => (i % every === 0 || placed.has(p.index)) ? i : null).filter(i => i !== null);
+    const data = [{x: pts.x, y: pts.y, mode: "markers", type: "scatter", hoverinfo: "text", text: pts.text,
+                   marker: {symbol: pts.symbol, size: pts.symbol.map(s => s === "diamond" ? 13 : 18),
+                            color: pts.colour.map((c, k) => pts.symbol[k] === "diamond" ? c : "rgba(0,0,0,0)"),
+                            line: {color: pts.symbol.map(s => s === "diamond" ? "#333" : "rgba(0,0,0,0)"), width: 1}}}];
+    const layout = {title: {text: (t.arch.backbone || "") + ": numbered layers, first to last (hover a mark)",
+                            font: {size: 13}}, shapes, height: 170, showlegend: false,
+                    margin: {l: 20, r: 20, t: 36, b: 30}, template: "plotly_white",
+                    xaxis: {range: [-0.7, pos.length - 0.3], tickvals: ticks, ticktext: ticks.map(i => pos[i].index),
+                            showgrid: false, zeroline: false, fixedrange: true},
+                    yaxis: {visible: false, range: [-0.35, 1.15], fixedrange: true}};
     Plotly.react("strip", data, layout, {displaylogo: false, responsive: true});
+    legend(marks);
+  }
+
+  function legend(marks) {
+    const el = document.getElementById("strip-legend");
+    const ops = [...new Set(marks.map(m => m.op))], modules = [...new Set(marks.map(m => m.module))];
+    if (!marks.length) { el.textContent = "The vanilla backbone: no module placed."; return; }
+    el.innerHTML = ops.map(op => `<span>${esc(OP_MARK[op] || op)}</span>`).join("") +
+      modules.map(m => `<span><i class="swatch" style="background:${colour(m)}"></i>${esc(m)}</span>`).join("");
   }
 
   function curve(run, t) {
     const h = run.history[t.trial];
-    const data = h ? [{x: h.epoch, y: h.val_acc, name: "val acc", mode: "lines+markers", type: "scatter"},
-                      {x: h.epoch, y: h.train_loss, name: "train loss", mode: "lines+markers", type: "scatter",
+    const data = h ? [{x: h.epoch, y: h.val_acc, name: "validation accuracy", mode: "lines+markers", type: "scatter"},
+                      {x: h.epoch, y: h.train_loss, name: "training loss", mode: "lines+markers", type: "scatter",
                        yaxis: "y2"}] : [];
-    Plotly.react("curve", data, {title: {text: "Learning curve of trial " + t.trial + (h ? "" : " (no epochs)"),
-                                         font: {size: 13}}, height: 260, template: "plotly_white",
-                                 margin: {l: 50, r: 50, t: 40, b: 40}, xaxis: {title: "epoch", dtick: 1},
-                                 yaxis: {title: "val acc"}, yaxis2: {title: "train loss", overlaying: "y", side: "right"},
-                                 legend: {orientation: "h"}}, {displaylogo: false, responsive: true});
+    const epochs = h ? h.epoch.length : 0;
+    Plotly.react("curve", data, {
+      title: {text: "Learning curve of trial " + t.trial + (h ? "" : " (no epoch finished)"), font: {size: 13}},
+      height: 260, template: "plotly_white", margin: {l: 60, r: 60, t: 40, b: 45},
+      xaxis: {title: {text: "epoch"}, dtick: epochs <= 20 ? 1 : null, range: epochs === 1 ? [0.5, 1.5] : null},
+      yaxis: {title: {text: "validation accuracy"}, tickformat: ".2f", range: [0, 1]},
+      yaxis2: {title: {text: "training loss"}, overlaying: "y", side: "right", tickformat: ".3f"},
+      legend: {orientation: "h", y: -0.3}}, {displaylogo: false, responsive: true});
+  }
+
+  function cell(uri, caption) {
+    return `<td><img src="${uri}" alt="${esc(caption)}"><div>${esc(caption)}</div></td>`;
+  }
+
+  function heatmaps(run, t) {
+    const el = document.getElementById("heatmaps"), hm = run.heatmaps;
+    const mine = hm && hm.trials[t.trial], vanilla = hm && hm.vanilla !== null ? hm.trials[hm.vanilla] : null;
+    if (!hm) { el.innerHTML = ""; return; }
+    if (!mine) {
+      el.innerHTML = `<h3>Where it looks</h3><p class="note">Heatmaps are made for the vanilla backbone and the ` +
+        `front trials: pick one of those, or run <code>nas-attn heatmaps RUN_DIR --trials ${t.trial}</code>.</p>`;
+      return;
+    }
+    const cols = [];  // [heading, trial's heatmaps, layer index]
+    if (vanilla && hm.vanilla !== t.trial) cols.push([`vanilla (trial ${hm.vanilla}): features`, vanilla, 0]);
+    mine.layers.forEach((layer, l) => cols.push([`trial ${t.trial}: ${layer === "features" ? "features" : layer}`,
+                                                 mine, l]));
+    const head = "<tr><th>image (true class)</th>" + cols.map(c => `<th>${esc(c[0])}</th>`).join("") + "</tr>";
+    const rows = hm.images.map((uri, i) => "<tr>" + cell(uri, hm.labels[i]) + cols.map(([, h, l]) =>
+      cell(h.pngs[l][i], `predicted ${h.predicted[i]} (${h.confidence[i].toFixed(2)})`)).join("") + "</tr>");
+    el.innerHTML = "<h3>Where it looks: Grad-CAM for the predicted class, at the last feature layer and at each " +
+      "placed module's output</h3><div class=\"tablewrap\"><table class=\"heatmaps\">" + head + rows.join("") +
+      "</table></div>";
   }
 
   function show(runIndex, trialNumber) {
@@ -61,15 +108,16 @@
       "trial " + t.trial;
     const rows = [["status", t.status + (t.on_front ? " (on the front)" : "")], ["placements", t.placements],
       ["val acc (final)", fmt(t.val_acc_final, 4)], ["val acc (best)", fmt(t.val_acc_best, 4)],
-      ["test acc", fmt(t.test_acc, 4)], ["MFLOPs", t.flops === null ? "-" : (t.flops / 1e6).toFixed(3)],
-      ["params", t.params === null ? "-" : t.params.toLocaleString()], ["epochs", fmt(t.epochs_run, 0)],
+      ["test acc", fmt(t.test_acc, 4)], ["MFLOPs", t.flops === null ? "-" : (t.flops / 1e6).toFixed(2)],
+      ["params", t.params === null ? "-" : t.params.toLocaleString("en")], ["epochs", fmt(t.epochs_run, 0)],
       ["seed", fmt(t.seed, 0)], ["wall s", fmt(t.wall_s, 1)], ["device", fmt(t.device)], ["reason", t.reason || ""]];
+    if (t.latency_ms !== null) rows.splice(6, 0, ["latency ms", fmt(t.latency_ms, 3)]);
     const table = document.getElementById("detail-metrics");
     table.innerHTML = "";
     rows.forEach(([k, v]) => { const tr = table.insertRow(); tr.insertCell().textContent = k;
                                tr.insertCell().textContent = v; });
     document.getElementById("arch-json").textContent = JSON.stringify(t.arch, null, 2);
-    strip(run, t); curve(run, t);
+    strip(run, t); curve(run, t); heatmaps(run, t);
   }
   window.nasShowTrial = show;
 

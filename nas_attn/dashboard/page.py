@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import math
 import re
@@ -17,6 +19,7 @@ from plotly.offline import get_plotlyjs
 from nas_attn.arch import Arch
 from nas_attn.dashboard import figures
 from nas_attn.dashboard.rundata import RunData
+from nas_attn.heatmaps import overlay
 
 _URL = re.compile(r"(https?:)//(?!www\.w3\.org/)")
 _HERE = Path(__file__).parent
@@ -41,20 +44,51 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _run_payload(run: RunData) -> dict[str, Any]:
-    t = run.trials
+def _png(rgb) -> str:
+    """An RGB uint8 picture as a data: URI (the page stays one self-contained file)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _heatmap_payload(run: RunData) -> dict[str, Any] | None:
+    """The fixed images (with their true classes) and, per trial that has them, its heatmaps over them."""
+    images = run.heatmap_images
+    if images is None or not run.heatmaps:
+        return None
     trials = {}
-    for r in t.to_dict("records"):
-        arch = Arch.from_json(r["arch"])
-        trials[int(r["trial"])] = {
-            "trial": int(r["trial"]), "status": r.get("status"), "reason": _clean(r.get("reason")),
-            "placements": r.get("placements"), "params": _clean(r.get("params")), "flops": _clean(r.get("flops")),
-            "val_acc_final": _clean(r.get("val_acc_final")), "val_acc_best": _clean(r.get("val_acc_best")),
-            "test_acc": _clean(r.get("test_acc")), "epochs_run": _clean(r.get("epochs_run")),
-            "seed": _clean(r.get("seed")), "wall_s": _clean(r.get("wall_s")), "device": _clean(r.get("device")),
-            "node": _clean(r.get("node")), "arch": arch.to_dict(),
-            "on_front": int(r["trial"]) in set(run.front["trial"].astype(int)) if len(run.front) else False,
-        }
+    for number, h in run.heatmaps.items():
+        trials[number] = {"layers": list(h.layers),
+                          "predicted": [images.name(int(c)) for c in h.predicted],
+                          "confidence": [round(float(c), 3) for c in h.confidence],
+                          "pngs": [[_png(overlay(img, m)) for img, m in zip(images.images, maps, strict=True)]
+                                   for maps in h.maps]}
+    vanilla = run.trials[run.trials["vanilla"].astype(bool) & run.trials["trial"].isin(list(trials))]["trial"]
+    return {"images": [_png(overlay(img, None)) for img in images.images],
+            "labels": [images.name(int(c)) for c in images.labels], "trials": trials,
+            "vanilla": int(vanilla.iloc[0]) if len(vanilla) else None}
+
+
+def _trial_payload(r: dict[str, Any], front: set[int]) -> dict[str, Any]:
+    arch = Arch.from_json(r["arch"])
+    marks = [{"position": p.position, "op": p.op, "module": p.module, "label": p.short()}
+             for p in sorted(arch.placements, key=lambda p: p.position)]
+    return {
+        "trial": int(r["trial"]), "status": r.get("status"), "reason": _clean(r.get("reason")),
+        "placements": r.get("placements"), "marks": marks, "params": _clean(r.get("params")),
+        "flops": _clean(r.get("flops")), "latency_ms": _clean(r.get("latency_ms")),
+        "val_acc_final": _clean(r.get("val_acc_final")), "val_acc_best": _clean(r.get("val_acc_best")),
+        "test_acc": _clean(r.get("test_acc")), "epochs_run": _clean(r.get("epochs_run")),
+        "seed": _clean(r.get("seed")), "wall_s": _clean(r.get("wall_s")), "device": _clean(r.get("device")),
+        "node": _clean(r.get("node")), "arch": arch.to_dict(), "on_front": int(r["trial"]) in front,
+    }
+
+
+def _run_payload(run: RunData) -> dict[str, Any]:
+    front = set(run.front["trial"].astype(int)) if len(run.front) else set()
+    trials = {int(r["trial"]): _trial_payload(r, front) for r in run.trials.to_dict("records")}
     history: dict[int, dict[str, list]] = {}
     for trial, h in run.history.groupby("trial") if len(run.history) else []:
         h = h.sort_values("epoch")
@@ -62,8 +96,14 @@ def _run_payload(run: RunData) -> dict[str, Any]:
                                if k in h}
     best = run.front.sort_values("val_acc_final", ascending=False)["trial"].iloc[0] if len(run.front) else None
     return {"name": run.name, "positions": run.positions, "trials": trials, "history": history,
-            "best": _clean(best), "manifest": {k: run.manifest.get(k) for k in ("space", "run_id", "status",
-                                                                                    "dataset", "budget", "sampler")}}
+            "best": _clean(best), "heatmaps": _heatmap_payload(run),
+            "manifest": {k: run.manifest.get(k) for k in ("space", "run_id", "status", "dataset", "budget", "sampler")}}
+
+
+#: how a table shows a column (default: 4 decimals for numbers): MFLOPs, seconds, milliseconds, counts
+_FORMATS = {"flops": lambda v: f"{v / 1e6:.2f}", "wall_s": lambda v: f"{v:.1f}",
+            "latency_ms": lambda v: f"{v:.3f}", "params": lambda v: f"{int(v):,}",
+            "epochs_run": lambda v: f"{int(v)}", "reeval_seeds": lambda v: f"{int(v)}"}
 
 
 def _table(df: pd.DataFrame, table_id: str, columns: list[tuple[str, str]], runs: bool) -> str:
@@ -77,8 +117,8 @@ def _table(df: pd.DataFrame, table_id: str, columns: list[tuple[str, str]], runs
             v = _clean(r.get(key))
             if v is None:
                 text, sort = "", ""
-            elif key == "flops":
-                text, sort = f"{v / 1e6:.2f}", v
+            elif key in _FORMATS:
+                text, sort = _FORMATS[key](v), v
             elif isinstance(v, float):
                 text, sort = f"{v:.4f}", v
             else:
@@ -103,44 +143,54 @@ def _stack(runs: list[RunData], table: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def build_page(runs: list[RunData], watch_seconds: float | None = None) -> str:
-    """The dashboard of ``runs`` as one HTML string."""
-    multi = len(runs) > 1
-    all_trials, all_front = _stack(runs, "trials"), _stack(runs, "front")
+def _columns(all_trials: pd.DataFrame, all_front: pd.DataFrame, multi: bool):
+    """(front table's, all-trials table's) columns: (key, heading)."""
     run_col = [("run", "run")] if multi else []
+    latency = [("latency_ms", "latency ms")] if "latency_ms" in all_trials and all_trials["latency_ms"].notna().any() \
+        else []
     front_cols = run_col + [("trial", "trial"), ("val_acc_final", "val acc"), ("test_acc", "test acc"),
-                            ("flops", "MFLOPs"), ("params", "params"), ("placements", "placements")]
+                            ("flops", "MFLOPs"), *latency, ("params", "params"), ("placements", "placements")]
     if "reeval_val_mean" in all_front:
         front_cols += [("reeval_seeds", "re-eval seeds"), ("reeval_val_mean", "re-eval val mean"),
                        ("reeval_val_std", "± std"), ("reeval_test_mean", "re-eval test mean"),
                        ("reeval_test_std", "± std")]
     trial_cols = run_col + [("trial", "trial"), ("status", "status"), ("val_acc_final", "val acc"),
-                            ("val_acc_best", "best val acc"), ("flops", "MFLOPs"), ("params", "params"),
+                            ("val_acc_best", "best val acc"), ("flops", "MFLOPs"), *latency, ("params", "params"),
                             ("epochs_run", "epochs"), ("wall_s", "wall s"), ("placements", "placements"),
                             ("reason", "reason")]
+    return front_cols, trial_cols
+
+
+def _run_line(r: RunData) -> str:
+    source = (r.manifest.get("dataset") or {}).get("source", "?")
+    return (f"<li><b>{html.escape(r.name)}</b>: {html.escape(str(r.manifest.get('status', '?')))}; "
+            f"{html.escape(source)}; {len(r.trials)} trials, front of {len(r.front)}</li>")
+
+
+def build_page(runs: list[RunData], watch_seconds: float | None = None) -> str:
+    """The dashboard of ``runs`` as one HTML string."""
+    multi = len(runs) > 1
+    all_trials, all_front = _stack(runs, "trials"), _stack(runs, "front")
+    front_cols, trial_cols = _columns(all_trials, all_front, multi)
     counts = all_trials["status"].value_counts().to_dict() if len(all_trials) else {}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no trials yet"
-    n_complete = counts.get("complete", 0)
     title = " + ".join(r.name for r in runs)
-    info = "".join(
-        f"<li><b>{html.escape(r.name)}</b>: {html.escape(str(r.manifest.get('status', '?')))}; "
-        f"{html.escape((r.manifest.get('dataset') or {}).get('source', '?'))}; "
-        f"{len(r.trials)} trials, front of {len(r.front)}</li>" for r in runs)
     payload = json.dumps({"runs": [_run_payload(r) for r in runs]}).replace("</", "<\\/")
     refresh = "" if not watch_seconds else f"<script>window.NAS_WATCH = {float(watch_seconds)};</script>"
-    pareto_div = _fig_div(figures.pareto(runs) if n_complete or len(all_trials) else None, "pareto",
+    pareto_div = _fig_div(figures.pareto(runs) if len(all_trials) else None, "pareto",
                           "No trial has finished yet: nothing to plot.")
+    latency = figures.latency(runs)
     return _TEMPLATE.format(
-        title=html.escape(title), plotly=offline_plotlyjs(),
-        css=(_HERE / "style.css").read_text(), info=info, summary=html.escape(summary),
-        pareto=pareto_div,
+        title=html.escape(title), plotly=offline_plotlyjs(), css=(_HERE / "style.css").read_text(),
+        info="".join(_run_line(r) for r in runs), summary=html.escape(summary), pareto=pareto_div,
+        seed_note=html.escape(figures.seed_note(runs)) if len(all_trials) else "",
+        latency="" if latency is None else "<h2>Latency against FLOPs</h2>" + _fig_div(latency, "latency", ""),
         parallel=_fig_div(figures.parallel(runs), "parallel", "No complete trial yet: no parallel coordinates."),
         hypervolume=_fig_div(figures.hypervolume(runs), "hypervolume", "No complete trial yet: no hypervolume."),
         front_table=_table(all_front, "front-table", front_cols, multi),
         trials_table=_table(all_trials, "trials-table", trial_cols, multi),
         payload=payload, app=(_HERE / "app.js").read_text(), refresh=refresh,
     )
-
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -153,11 +203,15 @@ _TEMPLATE = """<!DOCTYPE html>
 <p id="summary">Trials: {summary}.
  <label><input type="checkbox" id="show-failed" checked> show failed and pruned trials</label></p>
 {pareto}
+<p class="note" id="seed-note">{seed_note}</p>
 <h2>Selected trial: <span id="detail-trial">-</span></h2>
 <div id="detail"><div><table id="detail-metrics"></table>
 <p><button id="copy-arch" type="button">copy arch JSON</button></p><pre id="arch-json"></pre></div>
-<div><div class="graph" id="strip"></div><div class="graph" id="curve"></div></div></div>
+<div><div class="graph" id="strip"></div><div id="strip-legend" class="legend"></div>
+<div class="graph" id="curve"></div></div></div>
+<div id="heatmaps"></div>
 <h2>Pareto front</h2><div class="tablewrap">{front_table}</div>
+{latency}
 <h2>Search progress</h2>{hypervolume}
 <h2>Choices per layer</h2>{parallel}
 <h2>All trials</h2><div class="tablewrap">{trials_table}</div>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
+from nas_attn.heatmaps import HeatmapImages, TrialHeatmaps
 from nas_attn.results import (
     HISTORY_COLUMNS,
     add_reeval_columns,
@@ -19,8 +21,10 @@ from nas_attn.results import (
     history_table,
     hypervolume_history,
     load_front_eval,
+    open_run_study,
     trials_table,
 )
+from nas_attn.space.schema import OBJECTIVES
 
 
 class DashboardError(NasAttnError):
@@ -39,6 +43,9 @@ class RunData:
     front: pd.DataFrame
     positions: list[dict[str, Any]] = field(default_factory=list)
     study: Any = None
+    #: heatmaps of the vanilla trial and the front (``nas_attn.heatmaps``), by trial; and their images
+    heatmaps: dict[int, TrialHeatmaps] = field(default_factory=dict)
+    heatmap_images: HeatmapImages | None = None
 
     @property
     def objectives(self) -> list[str]:
@@ -52,25 +59,6 @@ class RunData:
             return hypervolume_history(self.study, reference_point)
         except Exception as exc:  # e.g. a study without a complete trial
             raise DashboardError(f"{self.run_dir}: hypervolume: {exc}") from None
-
-
-def _open_study(run_dir: Path, manifest: dict[str, Any]):
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = manifest.get("storage") or ""
-    journal = run_dir / "optuna.journal"
-    if journal.is_file():  # the run folder's own journal, wherever the folder was moved
-        backend = JournalStorage(JournalFileBackend(str(journal)))
-    elif "://" in storage:
-        backend = optuna.storages.RDBStorage(storage)
-    else:
-        return None
-    try:
-        return optuna.load_study(study_name=manifest.get("study_name") or manifest["space"], storage=backend)
-    except KeyError:  # the search has not created its study yet
-        return None
 
 
 def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
@@ -87,8 +75,12 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
             raise ValueError("not a JSON object")
     except ValueError as exc:
         raise DashboardError(f"{mpath}: malformed ({exc})") from None
+    objectives = manifest.get("objectives", ["val_acc", "flops"])
+    if not (isinstance(objectives, list) and objectives and all(isinstance(o, str) and o in OBJECTIVES
+                                                                  for o in objectives)):
+        raise DashboardError(f"{mpath}: objectives must be a list of {', '.join(OBJECTIVES)}, got {objectives!r}")
     try:
-        study = _open_study(run_dir, manifest)
+        study = open_run_study(run_dir, manifest)
     except Exception as exc:
         raise DashboardError(f"{run_dir}: cannot open the Optuna study ({type(exc).__name__}: {exc})") from None
     try:
@@ -107,14 +99,22 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
         raise DashboardError(f"{run_dir}: cannot read the trials ({type(exc).__name__}: {exc})") from None
     front = add_reeval_columns(front_table(trials), load_front_eval(run_dir)) if len(trials) else trials.iloc[0:0]
     positions = _positions(trials)
+    images, heatmaps = _heatmaps(run_dir, trials)
     return RunData(name or f"{manifest.get('space', run_dir.parent.name)}/{run_dir.name}", run_dir, manifest, trials,
-                   history, front, positions, study)
+                   history, front, positions, study, heatmaps, images)
+
+
+def _heatmaps(run_dir: Path, trials: pd.DataFrame) -> tuple[HeatmapImages | None, dict[int, TrialHeatmaps]]:
+    try:
+        images = HeatmapImages.load(run_dir)
+        found = {int(t): TrialHeatmaps.load(run_dir, int(t)) for t in trials["trial"]} if images is not None else {}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DashboardError(f"{run_dir}/heatmaps: unreadable ({type(exc).__name__}: {exc})") from None
+    return images, {t: h for t, h in found.items() if h is not None}
 
 
 def _positions(trials: pd.DataFrame) -> list[dict[str, Any]]:
     """The backbone's numbered layers (for the placement strip), from any trial's arch."""
     if not len(trials):
         return []
-    arch = Arch.from_json(trials["arch"].iloc[0])
-    return [p.as_dict() for p in Arch(arch.backbone, width=arch.width, input_size=arch.input_size,
-                                       small_input=arch.small_input, in_chans=arch.in_chans).positions()]
+    return [p.as_dict() for p in dataclasses.replace(Arch.from_json(trials["arch"].iloc[0]), placements=[]).positions()]

@@ -1,0 +1,200 @@
+"""Where a trained arch looks: class-activation heatmaps of a few fixed test images (the papers' figures:
+ULSAM Fig. 4, LADNet Figs. 4–5, LGAM Fig. 5, CSM Fig. 7).
+
+Grad-CAM comes from the maintained ``grad-cam`` package. For each trial it is taken at the last feature layer
+and at the output of each placed module, for the class the trial predicts, on the same N test images for
+every trial (chosen once per run, one class after another, and recorded). Stored small in the run folder:
+
+- ``heatmaps/images.npz``: the chosen images (uint8, as trained on), their test-set indices, labels, class
+  names, and the normalisation the models expect;
+- ``heatmaps/<trial>.npz``: one uint8 map per (layer, image) at the image's size, the predicted classes and
+  their probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+FOLDER = "heatmaps"
+IMAGES = "images.npz"
+#: the last feature layer's label among a trial's heatmap layers
+FEATURES = "features"
+CLASS_NAMES = {
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+@dataclass(frozen=True)
+class HeatmapImages:
+    """The fixed test images of a run's heatmaps."""
+
+    indices: np.ndarray  #: into the test set
+    images: np.ndarray  #: uint8 (N, C, H, W), as the trials saw them
+    labels: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
+
+    def tensor(self) -> torch.Tensor:
+        """The images normalised as the trained models expect them."""
+        import torch
+
+        x = torch.from_numpy(self.images.astype(np.float32) / 255.0)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        return (x - mean) / torch.tensor(self.std).view(1, -1, 1, 1)
+
+    def name(self, label: int) -> str:
+        return self.class_names[label] if label < len(self.class_names) else str(label)
+
+    def save(self, run_dir: Path) -> None:
+        folder = Path(run_dir) / FOLDER
+        folder.mkdir(exist_ok=True)
+        np.savez_compressed(folder / IMAGES, indices=self.indices, images=self.images, labels=self.labels,
+                            mean=np.array(self.mean), std=np.array(self.std),
+                            class_names=np.array(json.dumps(list(self.class_names))))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> HeatmapImages | None:
+        path = Path(run_dir) / FOLDER / IMAGES
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return cls(z["indices"], z["images"], z["labels"], tuple(z["mean"].tolist()), tuple(z["std"].tolist()),
+                       tuple(json.loads(str(z["class_names"]))))
+
+
+@dataclass(frozen=True)
+class TrialHeatmaps:
+    """One trial's heatmaps: ``maps[l, i]`` is layer ``layers[l]`` on image ``i`` (uint8, the image's size)."""
+
+    trial: int
+    layers: tuple[str, ...]
+    maps: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / FOLDER / f"{self.trial}.npz"
+        np.savez_compressed(path, layers=np.array(list(self.layers)), maps=self.maps, predicted=self.predicted,
+                            confidence=self.confidence)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: Path, trial: int) -> TrialHeatmaps | None:
+        path = Path(run_dir) / FOLDER / f"{trial}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return cls(trial, tuple(str(s) for s in z["layers"]), z["maps"], z["predicted"], z["confidence"])
+
+
+def choose_images(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` test-set indices, stratified: one image of each class in turn (seeded), until there are ``n``."""
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(labels)):
+        for pool in pools:
+            if pool and len(chosen) < n:
+                chosen.append(pool.pop())
+    return np.array(chosen)
+
+
+def heatmap_images(test_x: np.ndarray, test_y: np.ndarray, mean, std, dataset: str, n: int = 8) -> HeatmapImages:
+    idx = choose_images(test_y, n)
+    return HeatmapImages(idx, np.ascontiguousarray(test_x[idx]), test_y[idx], tuple(mean), tuple(std),
+                         tuple(CLASS_NAMES.get(dataset, ())))
+
+
+def target_layers(model) -> list[tuple[str, Any]]:
+    """(label, module) of each layer a trial's heatmaps are taken at: the last feature layer, then each placed
+    module (``build_model`` records them) under its placement's short form."""
+    return [(FEATURES, model.layers[-1])] + [(pl.short(), module) for pl, module in getattr(model, "placed", ())]
+
+
+def compute_heatmaps(model, trial: int, images: HeatmapImages) -> TrialHeatmaps:
+    """Grad-CAM of ``model`` (trained, in eval mode) on ``images``, for the class it predicts."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    x = images.tensor()
+    with torch.no_grad():
+        probabilities = model(x).softmax(1)
+    predicted = probabilities.argmax(1)
+    targets = [ClassifierOutputTarget(int(c)) for c in predicted]
+    layers, maps = [], []
+    for label, layer in target_layers(model):
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            maps.append(np.round(cam(input_tensor=x, targets=targets) * 255).astype(np.uint8))
+        layers.append(label)
+    confidence = probabilities.gather(1, predicted[:, None])[:, 0]
+    return TrialHeatmaps(trial, tuple(layers), np.stack(maps), predicted.numpy(), confidence.numpy())
+
+
+def make_heatmaps(run_dir: Path, trials: list[int], images: HeatmapImages) -> list[Path]:
+    """Heatmaps of each of ``trials`` (their saved weights) on ``images``, written to the run folder."""
+    from nas_attn.export import load_trial
+
+    images.save(run_dir)
+    return [compute_heatmaps(load_trial(run_dir, t), t, images).save(run_dir) for t in trials]
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray | None) -> np.ndarray:
+    """An RGB uint8 picture: the image alone, or with ``heatmap`` over it (grad-cam's own colouring)."""
+    rgb = image.transpose(1, 2, 0)
+    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
+    if heatmap is None:
+        return np.ascontiguousarray(rgb)
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(rgb.astype(np.float32) / 255.0, heatmap.astype(np.float32) / 255.0, use_rgb=True)
+
+
+def heatmap_trials(trials) -> list[int]:
+    """The trials a run's heatmaps are made for: its vanilla trial and its front (from the trials table)."""
+    from nas_attn.results import front_table
+
+    vanilla = trials[trials["vanilla"].astype(bool) & (trials["status"] == "complete")]["trial"]
+    return sorted({*map(int, vanilla), *map(int, front_table(trials)["trial"])})
+
+
+def default_trials(run_dir: Path) -> list[int]:
+    from nas_attn.results import load_front_eval, open_run_study, trials_table
+    from nas_attn.runfolder import RunFolder
+
+    study = open_run_study(Path(run_dir), RunFolder(Path(run_dir), True).read_manifest())
+    return heatmap_trials(trials_table(study, load_front_eval(run_dir))) if study is not None else []
+
+
+def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int) -> list[Path]:
+    """``nas-attn heatmaps``: heatmaps of ``trials`` (default: vanilla and front) on ``n`` test images (the
+    run's recorded images when there are ``n`` of them, else chosen again from its dataset's test set)."""
+    from nas_attn.errors import NasAttnError
+    from nas_attn.export import find_trial
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    trials = trials if trials else default_trials(run_dir)
+    if not trials:
+        raise NasAttnError(f"{run_dir}: no complete trial to make heatmaps of")
+    arch = find_trial(run_dir, trials[0]).arch
+    images = HeatmapImages.load(run_dir)
+    if images is None or len(images.labels) != n:
+        from nas_attn.data import load_dataset, make_splits
+        from nas_attn.runfolder import RunFolder
+
+        name = (RunFolder(run_dir, True).read_manifest().get("dataset") or {}).get("name", "fashion_mnist")
+        splits = make_splits(load_dataset(name, None, arch.input_size))
+        images = heatmap_images(splits.test_x, splits.test_y, splits.mean, splits.std, name, n)
+    return make_heatmaps(run_dir, trials, images)
