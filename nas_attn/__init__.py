@@ -21,7 +21,15 @@ def run_search(space, **flags):
     return _run_search(space, **flags)
 
 
+def load_trial(run_dir, trial: int):
+    """Trial ``trial`` of a run folder as a model with its trained weights, without Ray; see
+    :func:`nas_attn.export.load_trial` (imports torch when called)."""
+    from nas_attn.export import load_trial as _load_trial
+
+    return _load_trial(run_dir, trial)
+
+
 __all__ = [
     "Arch", "ArchError", "DataError", "ModuleConfigError", "NasAttnError", "Placement", "SearchSpace", "SpaceError",
-    "build_model", "complexity", "load_space", "run_search",
+    "build_model", "complexity", "load_space", "load_trial", "run_search",
 ]

@@ -92,7 +92,7 @@ def test_several_runs_overlay(smoke_run, tmp_path):
     r = _dashboard(run, twin, "--out", out)
     assert r.returncode == 0, r.stderr
     text = out.read_text().replace("\\u002f", "/")  # plotly's JSON escapes "/"
-    assert f"smoke/{run.name}: Pareto front" in text and "smoke/twin: Pareto front" in text
+    assert f"{run.name}: Pareto front" in text and "twin: Pareto front" in text  # each run by its id
 
 
 def test_bad_run_folders_are_one_line_errors(tmp_path):
@@ -180,6 +180,12 @@ def test_headless_chromium_renders_and_selection_updates_detail(page, tmp_path):
         assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # not blank
 
         default = pg.inner_text("#detail-trial")
+        # the selected front trial's heatmaps beside the vanilla backbone's, inlined, labelled with the classes
+        cells = pg.evaluate("""Array.from(document.querySelectorAll('#heatmaps table.heatmaps img')).map(
+            i => [i.src.slice(0, 22), i.naturalWidth, i.closest('td').innerText])""")
+        assert len(cells) >= 8 * 3, cells[:3]  # 8 images: the image, vanilla's and this trial's heatmaps at least
+        assert all(src == "data:image/png;base64," and width == 32 for src, width, _ in cells)
+        assert any("predicted" in text for _, _, text in cells) and "T-shirt/top" in pg.inner_text("#heatmaps")
         targets = pg.evaluate("""(() => { const gd = document.getElementById('pareto');
             const i = gd.data.findIndex(t => t.meta && t.meta.kind === 'front');
             const paths = gd.querySelectorAll('.scatterlayer .trace')[i].querySelectorAll('.points path');
@@ -203,4 +209,4 @@ def test_committed_example_run_opens():
     assert len(data.trials) == 10 and (data.trials["status"] == "complete").all()
     assert set(data.front["trial"]) == {2, 8, 9} and data.front["test_acc"].notna().all()
     html = build_page([data])
-    assert "mobilenetv2_ulsam/mobilenetv2_ulsam-cpu-budget: Pareto front" in html.replace("\\u002f", "/")
+    assert "Pareto front" in html and "mobilenetv2_ulsam/mobilenetv2_ulsam-cpu-budget" in html
