@@ -173,6 +173,8 @@ def create(name: str, channels: int, groups: int | None = None, **kwargs) -> Any
             raise ModuleConfigError(f"module {name!r}: {exc}") from None
     try:
         return fn(channels, g, **kwargs) if g is not None else fn(channels, **kwargs)
+    except ModuleConfigError:  # the module's own one-line message says it best
+        raise
     except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:  # an option value it cannot take
         options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no options"
         raise ModuleConfigError(f"module {name!r} cannot be built for {channels} channels with {options} "
