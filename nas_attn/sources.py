@@ -110,10 +110,10 @@ CIFAR_LAYOUT = {  # archive, folder inside it, training batches, test batch, lab
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """The CIFAR batches are Python pickles; this one rebuilds numpy arrays and plain data, nothing else
-    (a pickle can otherwise run any code)."""
+    (a pickle can otherwise run any code). ``_codecs.encode``: how Python 3 pickles bytes at protocol 2."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:

@@ -114,19 +114,22 @@ def make_scheduler(opt: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int) 
     if r.schedule == "onecycle" and total >= 4:
         # OneCycleLR divides by zero when its warm-up phase rounds to under two steps
         return sched.OneCycleLR(opt, max_lr=r.lr, total_steps=total, pct_start=max(0.25, 2.5 / total))
+    constant = sched.LambdaLR(opt, lambda _: 1.0) if r.schedule in ("onecycle", "constant") else None
     if r.schedule == "cosine":
         main: LRScheduler = sched.CosineAnnealingLR(opt, T_max=max(1, total - warmup))
     elif r.schedule == "step":
         main = sched.StepLR(opt, step_size=r.step_epochs * steps_per_epoch, gamma=r.gamma)
     elif r.schedule == "multistep":
         main = sched.MultiStepLR(opt, milestones=[m * steps_per_epoch for m in r.milestones], gamma=r.gamma)
-    elif r.schedule in ("onecycle", "constant"):  # onecycle here: too short to warm up, a constant rate
-        main = sched.LambdaLR(opt, lambda _: 1.0)
+    elif constant is not None:  # onecycle here: too short to warm up, a constant rate
+        main = constant
     else:
         raise ValueError(f"unknown schedule {r.schedule!r}")
     if warmup < 1:
         return main
     warm = sched.LinearLR(opt, start_factor=1 / warmup, end_factor=1.0, total_iters=max(1, warmup - 1))
+    if constant is not None:  # LambdaLR sets the rate outright, which would undo the warm-up: warm-up alone
+        return warm
     if r.schedule == "cosine":  # the cosine starts where the warm-up ends
         return sched.SequentialLR(opt, [warm, main], milestones=[warmup])
     return sched.ChainedScheduler([warm, main], optimizer=opt)
