@@ -64,7 +64,8 @@ class EntryMeta:
     classes: tuple[str, ...] = ()
     #: (file, reason) of every image that could not be decoded and was left out
     skipped: tuple[tuple[str, str], ...] = ()
-    empty_classes: tuple[str, ...] = ()
+    #: class folders with no image (``<folder>: what became of it``)
+    folder_problems: tuple[str, ...] = ()
     build_s: float = 0.0
     format: int = FORMAT
 
@@ -75,7 +76,7 @@ class EntryMeta:
     def from_json(cls, text: str) -> EntryMeta:
         raw: dict[str, Any] = json.loads(text)
         raw["arrays"] = {k: ArraySpec(v["dtype"], tuple(v["shape"])) for k, v in raw["arrays"].items()}
-        for name in ("mean", "std", "classes", "empty_classes"):
+        for name in ("mean", "std", "classes", "folder_problems"):
             raw[name] = tuple(raw.get(name, ()))
         raw["skipped"] = tuple(tuple(s) for s in raw.get("skipped", ()))
         return cls(**raw)

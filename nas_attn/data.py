@@ -394,8 +394,8 @@ def _found(source: DataSource, workers: int | None = None) -> Found:
         return Found(name, root, root, side, _content_key(files),
                      array_builder(name, root, lambda: read_cifar(name, files), side))
     tree = FolderTree.scan(Path(root))
-    if source.strict and tree.empty_folders():
-        raise DataError(f"imagefolder: {tree.empty_folders()[0]}: empty class folder; --strict-data refuses it")
+    if source.strict and tree.problems():
+        raise DataError(f"imagefolder: {tree.problems()[0]}; --strict-data refuses it")
     return Found(name, root, root, side, tree.key_parts(),
                  folder_builder(tree, side, source.strict, source.quiet, workers))
 
@@ -418,7 +418,7 @@ def _dataset(source: DataSource, entry: CacheEntry) -> Dataset:
     """The dataset of a complete entry; its skipped files and empty folders as warnings (strict: refused)."""
     meta = entry.meta
     problems = [f"{path}: skipped, unreadable ({reason})" for path, reason in meta.skipped]
-    problems += [f"{path}: empty class folder (no images)" for path in meta.empty_classes]
+    problems += list(meta.folder_problems)
     if problems and source.strict:
         raise DataError(f"{source.name}: {problems[0]}; --strict-data refuses it "
                         f"({len(problems)} problem(s), found when {entry.path} was built)")

@@ -6,6 +6,7 @@ cache (:mod:`nas_attn.cache`) from an ``ImageFolder`` tree.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -37,7 +38,8 @@ class ImageFile:
 
 @dataclass(frozen=True)
 class FolderListing:
-    """The images of one ``split/`` folder (``train/`` or ``val/``) of an ``ImageFolder`` tree."""
+    """The images of one ``split/`` folder (``train/`` or ``val/``) of an ``ImageFolder`` tree; ``empty_classes``:
+    the class folders with no image."""
 
     root: Path
     classes: tuple[str, ...]
@@ -53,31 +55,30 @@ def list_image_folder(folder: Path, classes: Sequence[str] | None = None) -> Fol
 
     Args:
         folder: the split's folder; every sub-folder is a class.
-        classes: the class names to use (a ``val/`` folder takes those of ``train/``); ``None``: its own.
+        classes: the class names to use, in label order (a ``val/`` folder takes those of ``train/``);
+            ``None``: the sub-folders that hold images (an empty one cannot be learnt, and is reported in
+            ``empty_classes``).
     """
     found = sorted(e.name for e in os.scandir(folder) if e.is_dir())
-    classes = tuple(found) if classes is None else tuple(classes)
-    index = {c: i for i, c in enumerate(classes)}
-    files: list[ImageFile] = []
-    empty = []
+    listed: dict[str, list[ImageFile]] = {}
     for name in found:
-        if name not in index:
-            continue
-        before = len(files)
-        _walk(folder, folder / name, index[name], files)
-        if len(files) == before:
-            empty.append(name)
-    return FolderListing(folder, classes, tuple(files), tuple(empty))
+        if classes is None or name in classes:
+            listed[name] = []
+            _walk(folder, folder / name, listed[name])
+    empty = tuple(name for name, files in listed.items() if not files)
+    classes = tuple(name for name in found if listed[name]) if classes is None else tuple(classes)
+    files = [dataclasses.replace(f, label=label) for label, name in enumerate(classes) for f in listed.get(name, [])]
+    return FolderListing(folder, classes, tuple(files), empty)
 
 
-def _walk(root: Path, directory: Path, label: int, out: list[ImageFile]) -> None:
+def _walk(root: Path, directory: Path, out: list[ImageFile]) -> None:
     entries = sorted(os.scandir(directory), key=lambda e: e.name)
     for entry in entries:
         if entry.is_dir():
-            _walk(root, Path(entry.path), label, out)
+            _walk(root, Path(entry.path), out)
         elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
             st = entry.stat()
-            out.append(ImageFile(os.path.relpath(entry.path, root), label, st.st_size, st.st_mtime_ns))
+            out.append(ImageFile(os.path.relpath(entry.path, root), -1, st.st_size, st.st_mtime_ns))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

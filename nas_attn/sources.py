@@ -7,6 +7,7 @@ build the entry), and built here into an :class:`~nas_attn.cache.EntryWriter`.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tarfile
 from collections.abc import Callable, Iterable
@@ -185,16 +186,17 @@ class FolderTree:
 
     @classmethod
     def scan(cls, root: Path) -> FolderTree:
-        """List both folders (checks: images there, no class in ``val/`` unknown to ``train/``).
+        """List both folders: the classes are the folders of ``train/`` with images in them.
 
         Raises:
-            DataError: a missing or empty folder, or a ``val/`` class that ``train/`` lacks.
+            DataError: a missing folder, one without images, or a ``val/`` class folder unknown to ``train/``.
         """
         if not (root / "train").is_dir() or not (root / "val").is_dir():
             raise DataError(f"imagefolder: --data-root must hold train/ and val/ class folders (got {root})")
         train = list_image_folder(root / "train")
-        val_classes = sorted(e.name for e in (root / "val").iterdir() if e.is_dir())
-        unknown = [c for c in val_classes if c not in train.classes]
+        known = {*train.classes, *train.empty_classes}
+        unknown = [e.name for e in sorted(os.scandir(root / "val"), key=lambda e: e.name)
+                   if e.is_dir() and e.name not in known]
         if unknown:
             raise DataError(f"imagefolder: {root / 'val'}: class folder(s) {', '.join(unknown[:5])} not in "
                             f"{root / 'train'}")
@@ -208,8 +210,15 @@ class FolderTree:
         return tuple((split, listing.classes, [(f.relpath, f.label, f.size, f.mtime_ns) for f in listing.files])
                      for split, listing in (("train", self.train), ("val", self.val)))
 
-    def empty_folders(self) -> tuple[str, ...]:
-        return tuple(str(listing.root / c) for listing in (self.train, self.val) for c in listing.empty_classes)
+    def problems(self) -> tuple[str, ...]:
+        """Class folders with no image: left out of the classes (in ``train/``, and then their ``val/``
+        images too), or a class with nothing to test it on (in ``val/``)."""
+        out = [f"{self.train.root / c}: empty class folder, class left out" + (
+               f" (with its images in {self.val.root / c})" if (self.val.root / c).is_dir() else "")
+               for c in self.train.empty_classes]
+        out += [f"{self.val.root / c}: empty class folder (no test image of this class)"
+                for c in self.val.empty_classes]
+        return tuple(out)
 
 
 def folder_builder(tree: FolderTree, side: int, strict: bool, quiet: bool, workers: int | None = None) -> Callable:
@@ -223,7 +232,7 @@ def folder_builder(tree: FolderTree, side: int, strict: bool, quiet: bool, worke
         mean, std = channel_stats(train_x)
         return EntryMeta("", "imagefolder", str(tree.root), side, len(tree.train.classes), {}, mean, std,
                          classes=tree.train.classes, skipped=tuple(skipped),
-                         empty_classes=tree.empty_folders())
+                         folder_problems=tree.problems())
 
     return build
 

@@ -43,9 +43,9 @@ def test_tree_decoded_once_on_all_cores_then_reused(tree, tmp_path, monkeypatch)
     monkeypatch.setattr("nas_attn.decode.CHUNK", 4)  # several tasks, so that the process pool is used
     ds = load_dataset("imagefolder", root, 48, cache_dir=tmp_path, workers=2, quiet=True)
     assert ds.cache.built and ds.train_x.shape == (24, 3, 48, 48) and ds.test_x.shape == (9, 3, 48, 48)
-    assert ds.num_classes == 4 and np.bincount(ds.train_y).tolist() == [8, 8, 8]  # the empty class is a class
+    assert ds.num_classes == 3 and np.bincount(ds.train_y).tolist() == [8, 8, 8]  # the empty class left out
     assert any("zz_truncated.jpg: skipped, unreadable" in w for w in ds.warnings)
-    assert any("class_zz_empty: empty class folder" in w for w in ds.warnings)
+    assert any("class_zz_empty: empty class folder, class left out" in w for w in ds.warnings)
     stamps = {p.name: p.stat().st_mtime_ns for p in ds.cache.path.iterdir()}
     again = load_dataset("imagefolder", root, 48, cache_dir=tmp_path, quiet=True)
     assert not again.cache.built and again.cache.path == ds.cache.path
@@ -121,7 +121,7 @@ def test_concurrent_builders_decode_once(tmp_path):
 def test_strict_data_refuses_a_corrupt_file_or_an_empty_class(tmp_path):
     root = tmp_path / "tree"
     make_tree(root, classes=2, train=3, val=1, corrupt=True, empty_class=True)
-    with pytest.raises(DataError, match="class_zz_empty: empty class folder; --strict-data"):
+    with pytest.raises(DataError, match="class_zz_empty: empty class folder, class left out; --strict-data"):
         load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", strict=True, quiet=True)
     os.rmdir(root / "train" / "class_zz_empty")
     with pytest.raises(DataError, match=r"zz_truncated\.jpg: unreadable image"):
@@ -141,6 +141,13 @@ def test_bad_trees_are_one_line_errors(tmp_path):
     (tmp_path / "val" / "b").mkdir()
     with pytest.raises(DataError, match="class folder.s. b not in"):
         load_dataset("imagefolder", tmp_path, 32, cache_dir=tmp_path / "cache")
+    make_tree(tmp_path / "t2", classes=2, train=2, val=2, corrupt=False, empty_class=False)
+    os.rename(tmp_path / "t2" / "train" / "class_00", tmp_path / "t2" / "class_00_moved")
+    (tmp_path / "t2" / "train" / "class_00").mkdir()  # no training image, two validation images
+    ds = load_dataset("imagefolder", tmp_path / "t2", 32, cache_dir=tmp_path / "cache")
+    assert ds.num_classes == 1 and len(ds.test_y) == 2 and set(ds.train_y) == {0}
+    assert ds.warnings == (f"{tmp_path / 't2' / 'train' / 'class_00'}: empty class folder, class left out (with "
+                           f"its images in {tmp_path / 't2' / 'val' / 'class_00'})",)
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
