@@ -142,6 +142,14 @@ def decode_chunk(target: Target, rows: Sequence[int], paths: Sequence[str]) -> l
     return failed
 
 
+def can_spawn() -> bool:
+    """Whether ``spawn`` can start processes here: it re-runs the main module from its file, which fails when
+    that is no file (``python - < script``); decoding then stays in this process."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return getattr(main, "__spec__", None) is not None or path is None or os.path.isfile(path)
+
+
 def default_workers() -> int:
     """The cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -154,7 +162,8 @@ def decode_all(target: Target, paths: Sequence[str], *, workers: int | None = No
     Args:
         target: the output file (already of the right size).
         paths: one image file per row.
-        workers: decoding processes (default: every core this process may use; 1 decodes here).
+        workers: decoding processes (default: every core this process may use; 1 decodes here, as does a
+            process whose main module ``spawn`` cannot re-run: see :func:`can_spawn`).
         label: the progress bar's title.
         quiet: no progress bar (there is none either when stderr is not a terminal).
         stop_on_error: return at the first unreadable file (the rest left undecoded).
@@ -165,7 +174,7 @@ def decode_all(target: Target, paths: Sequence[str], *, workers: int | None = No
     from tqdm import tqdm
 
     chunks = [range(i, min(i + CHUNK, len(paths))) for i in range(0, len(paths), CHUNK)]
-    workers = max(1, min(workers or default_workers(), len(chunks)))
+    workers = max(1, min(workers or default_workers(), len(chunks))) if can_spawn() else 1
     failed: list[tuple[int, str]] = []
     with tqdm(total=len(paths), desc=label, unit="img", file=sys.stderr, disable=quiet or not sys.stderr.isatty(),
               smoothing=0.1) as bar:

@@ -21,8 +21,10 @@ from nas_attn.cache import EntryMeta, EntryWriter
 from nas_attn.decode import FolderListing, Target, decode_all, list_image_folder
 from nas_attn.errors import DataError
 
-#: images sampled for the per-channel mean and std (every k-th training image, as many as this or more)
+#: images sampled for the per-channel mean and std (every k-th training image, as many as this or more) …
 STATS_SAMPLE = 10_000
+#: … and at most this many pixels a channel (512 images of 256 px): plenty for two figures per channel
+STATS_PIXELS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ def resize_into(x: np.ndarray, out: np.ndarray) -> None:
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of ``x / 255`` over every k-th image (about :data:`STATS_SAMPLE`), in chunks."""
-    rows = range(0, len(x), max(1, len(x) // STATS_SAMPLE))
+    """Per-channel mean and std of ``x / 255`` over every k-th image (about :data:`STATS_SAMPLE`, fewer for
+    large images: :data:`STATS_PIXELS`), read in chunks."""
+    sample = min(STATS_SAMPLE, max(1, STATS_PIXELS // max(1, int(np.prod(x.shape[2:])))))
+    rows = range(0, len(x), max(1, len(x) // sample))
     total = np.zeros(x.shape[1])
     squares = np.zeros(x.shape[1])
     count = 0
