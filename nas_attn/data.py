@@ -1,36 +1,89 @@
-"""Datasets → uint8 image tensors, decoded once per run (SPEC section 6).
+"""Datasets → a decoded cache on local disk → the splits a trial trains, validates and tests on (SPEC section 6).
 
-A :class:`Dataset` holds the whole (small) dataset as uint8 arrays ``(N, C, H, W)`` already at the search's
-input size, plus a fixed, seeded, stratified validation split carved from the training set. Trials receive
-it through Ray's object store (zero-copy on a node) and move it to their device once.
+Each dataset is decoded once into uint8 arrays ``(N, C, S, S)`` (:mod:`nas_attn.cache`, under
+``$XDG_CACHE_HOME/nas_attn/decoded`` unless ``cache_dir`` says otherwise) and memory-mapped by every later
+run. :func:`load_dataset` finds the source, builds or opens its entry and returns a :class:`Dataset`;
+:func:`make_splits` carves the seeded, stratified validation split from the training set (row indices, no
+copy). A search hands its trials a :class:`DataHandle` — where the entry is, how to split it, its mean and std
+— and each trial opens the entry on its own node (building it there, under a lock, if the node lacks it).
+
+Importing this module is torch-free (the space validation reads :data:`DATASETS`).
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import lzma
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nas_attn.cache import CacheEntry, digest, file_digest, open_or_build, read_entry
 from nas_attn.errors import DataError
+from nas_attn.sources import (
+    Arrays,
+    FolderTree,
+    Found,
+    array_builder,
+    cifar_files,
+    first_lines,
+    folder_builder,
+    read_cifar,
+)
 
 BUNDLED_DIR = Path(__file__).parent / "_bundled"
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nas_attn"
+#: the user cache: torchvision downloads land here, decoded datasets under ``decoded/``
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nas_attn"
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+#: the ``root`` of the sample of Fashion-MNIST that ships inside the package
+BUNDLED = "bundled"
+_NATIVE_SIDE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
 _FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A located dataset and how it is stored: what a node needs to find (or build) its cache entry.
+
+    Attributes:
+        name: one of :data:`DATASETS`.
+        root: the folder the files were found in (:data:`BUNDLED`: the sample inside the package).
+        side: the stored images' side.
+        strict: an unreadable image or an empty class folder is an error instead of a warning.
+        cache_dir: the cache folder (``None``: each node's ``$XDG_CACHE_HOME/nas_attn/decoded``).
+        quiet: no progress bar while decoding.
+    """
+
+    name: str
+    root: str
+    side: int
+    strict: bool = False
+    cache_dir: str | None = None
+    quiet: bool = False
+
+    def cache_folder(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else CACHE_DIR / "decoded"
+
+    def prefix(self) -> str:
+        """The entry's name without its key: dataset, stored side, where the source is."""
+        return f"{self.name}-{self.side}px-{digest(self.root)[:8]}"
+
+
 @dataclass
 class Dataset:
-    """A decoded dataset. ``train_*`` is the full training set; the validation split indexes into it."""
+    """A decoded dataset: ``train_*`` the whole training set, ``test_*`` the held-out set (``val/`` of a tree).
+
+    The arrays are read-only memory maps of the cache entry ``cache`` (plain arrays only where made by hand).
+    """
 
     name: str
     source: str
@@ -41,6 +94,10 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...] = field(default=())
     std: tuple[float, ...] = field(default=())
+    #: images skipped as unreadable, empty class folders: one line each (at most ten, then a count)
+    warnings: tuple[str, ...] = ()
+    origin: DataSource | None = None
+    cache: CacheEntry | None = None
 
     @property
     def in_chans(self) -> int:
@@ -54,21 +111,153 @@ class Dataset:
         return (f"{self.name} from {self.source}: {len(self.train_y)} train / {len(self.test_y)} test images, "
                 f"{self.in_chans}x{self.side}x{self.side}, {self.num_classes} classes")
 
+    def handle(self, split: SplitSpec, memory_budget: int | None = None) -> DataHandle:
+        """What a trial needs to open this dataset's ``split`` on its node (small, picklable)."""
+        if self.origin is None or self.cache is None:
+            raise ValueError("a dataset made by hand has no cache entry to hand to trials")
+        splits = make_splits(self, split.val_fraction, split.seed, split.train_subset, split.val_subset)
+        return DataHandle(self.origin, self.cache.meta.key, split, self.num_classes, self.in_chans, self.side,
+                          tuple(self.mean), tuple(self.std), (len(splits.train), len(splits.val), len(splits.test)),
+                          memory_budget)
 
-@dataclass
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of one split: rows of a ``(N, C, S, S)`` uint8 array (usually the cache's memory map).
+
+    Attributes:
+        images: the whole array the rows index.
+        labels: one int64 label per image of this set.
+        rows: which rows of ``images`` (``None``: all of them, in order).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.images.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * int(np.prod(self.image_shape))
+
+    def read(self, positions: np.ndarray | slice | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """The images at ``positions`` of this set (``None``: all), copied into ``out`` when given."""
+        positions = slice(None) if positions is None else positions
+        if self.rows is None and isinstance(positions, slice):
+            part = self.images[positions]
+            if out is None:
+                return np.array(part)
+            out[...] = part
+            return out
+        rows = self.rows[positions] if self.rows is not None else positions
+        # mode="clip": the rows are valid, and "raise" would buffer the whole result before writing ``out``
+        return np.take(self.images, rows, axis=0, out=out, mode="clip")
+
+
+@dataclass(frozen=True)
 class Splits:
-    """What a trial trains and validates on (indices into the training set), and the held-out test set."""
+    """What a trial trains and validates on (rows of the training set), and the held-out test set."""
 
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def train_y(self) -> np.ndarray:
+        return self.train.labels
+
+    @property
+    def val_y(self) -> np.ndarray:
+        return self.val.labels
+
+    @property
+    def test_y(self) -> np.ndarray:
+        return self.test.labels
+
+    @property
+    def train_x(self) -> np.ndarray:
+        """The training images, read into memory (small datasets; trials read batches instead)."""
+        return self.train.read()
+
+    @property
+    def val_x(self) -> np.ndarray:
+        return self.val.read()
+
+    @property
+    def test_x(self) -> np.ndarray:
+        return self.test.read()
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How the validation split is carved: see :func:`make_splits`."""
+
+    val_fraction: float = 0.1
+    seed: int = 0
+    train_subset: int | None = None
+    val_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class DataHandle:
+    """What a trial needs to open its data on its node: small and picklable (no arrays).
+
+    Attributes:
+        source: where the dataset is and how it is stored (a node lacking the cache entry builds it from there).
+        key: the digest of the source files the driver opened; a node must open the same.
+        split: how to carve the validation split.
+        sizes: training, validation and test images.
+        memory_budget: bytes of device memory a trial may hold images in (``None``: from the free memory).
+    """
+
+    source: DataSource
+    key: str
+    split: SplitSpec
+    num_classes: int
+    in_chans: int
+    side: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sizes: tuple[int, int, int]
+    memory_budget: int | None = None
+
+    def open(self) -> Splits:
+        """The splits, memory-mapped from the cache (opened once per process).
+
+        Raises:
+            DataError: the entry is missing here and the source cannot be read, or differs from the driver's.
+        """
+        return _open_splits(self.source, self.key, self.split)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_splits(source: DataSource, key: str, split: SplitSpec) -> Splits:
+    ds = _open_by_key(source, key)
+    return make_splits(ds, split.val_fraction, split.seed, split.train_subset, split.val_subset)
+
+
+def _open_by_key(source: DataSource, key: str) -> Dataset:
+    folder = source.cache_folder() / f"{source.prefix()}-{key[:16]}"
+    meta, _ = read_entry(folder, key)
+    if meta is not None:
+        return _dataset(source, CacheEntry(folder, meta))
+    found = _found(source)  # not on this node (or damaged): build it from the source, if it is the same
+    if _key(found) != key:
+        raise DataError(f"{source.name}: the files under {source.root} on {socket.gethostname()} differ from "
+                        f"those the search started with (changed since, or another copy)")
+    return _open(source, found)
+
+
+# -- finding a source ---------------------------------------------------------------------------------------
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) as a uint8 array.
@@ -97,29 +286,29 @@ def _find_idx(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _fmnist_from_folder(root: Path) -> Dataset | None:
-    found = {split: [_find_idx(root, s) for s in stems] for split, stems in _FMNIST_FILES.items()}
-    if not all(p for paths in found.values() for p in paths):
-        return None
-    (tx, ty), (vx, vy) = ([read_idx(p) for p in found[s]] for s in ("train", "test"))
-    return Dataset("fashion_mnist", str(root), tx[:, None], ty.astype(np.int64), vx[:, None],
-                   vy.astype(np.int64), 10)
+def _fmnist_files(root: Path) -> list[Path] | None:
+    """The four IDX files (train images, labels; test images, labels) under ``root``, or ``None``."""
+    found = [_find_idx(root, stem) for stems in _FMNIST_FILES.values() for stem in stems]
+    return found if all(found) else None  # type: ignore[return-value]
 
 
-def _fmnist_bundled() -> Dataset:
+def _fmnist_arrays(files: list[Path]) -> Arrays:
+    tx, ty, vx, vy = (read_idx(p) for p in files)
+    return Arrays(tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64), 10)
+
+
+def _fmnist_bundled() -> Arrays:
     arrays = []
     for split in ("train", "t10k"):
         with np.load(io.BytesIO(lzma.decompress((BUNDLED_DIR / f"fashion_mnist_sample_{split}.npz.xz")
                                                 .read_bytes()))) as z:
             arrays.append((z["images"][:, None], z["labels"].astype(np.int64)))
     (tx, ty), (vx, vy) = arrays
-    return Dataset("fashion_mnist", "bundled stratified sample (nas_attn/_bundled)", tx, ty, vx, vy, 10)
+    return Arrays(tx, ty, vx, vy, 10)
 
 
-def _fmnist_download() -> Dataset | None:
-    """torchvision's download into the user cache; ``None`` when offline (fails fast, no retries)."""
-    import socket
-
+def _fmnist_download() -> bool:
+    """torchvision's download into the user cache; ``False`` when offline (fails fast, no retries)."""
     from torchvision.datasets import FashionMNIST
 
     old = socket.getdefaulttimeout()
@@ -127,126 +316,181 @@ def _fmnist_download() -> Dataset | None:
     try:
         for train in (True, False):
             FashionMNIST(str(CACHE_DIR), train=train, download=True)
+        return True
     except Exception:
-        return None
+        return False
     finally:
         socket.setdefaulttimeout(old)
-    ds = _fmnist_from_folder(CACHE_DIR)
-    if ds is not None:
-        ds.source = f"torchvision download ({CACHE_DIR})"
-    return ds
 
 
-def _fashion_mnist(data_root: Path | None, download: bool) -> Dataset:
+def _locate_fmnist(data_root: Path | None, download: bool) -> str:
+    """Fashion-MNIST's folder, first found wins: ``data_root``; ``$NAS_ATTN_DATA``; the system's; the user
+    cache; a torchvision download; else :data:`BUNDLED`."""
     if data_root is not None:
-        ds = _fmnist_from_folder(data_root)
-        if ds is None:
+        if _fmnist_files(data_root) is None:
             raise DataError(f"--data-root {data_root}: no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] …)")
-        return ds
+        return str(data_root)
     env = os.environ.get("NAS_ATTN_DATA")
     if env:
-        ds = _fmnist_from_folder(Path(env))
-        if ds is None:
+        if _fmnist_files(Path(env)) is None:
             raise DataError(f"$NAS_ATTN_DATA={env}: no Fashion-MNIST IDX files there")
-        return ds
+        return env
     for root in (SYSTEM_FMNIST, CACHE_DIR):
-        ds = _fmnist_from_folder(root)
-        if ds is not None:
-            return ds
-    if download:
-        ds = _fmnist_download()
-        if ds is not None:
-            return ds
-    return _fmnist_bundled()
+        if _fmnist_files(root) is not None:
+            return str(root)
+    if download and _fmnist_download() and _fmnist_files(CACHE_DIR) is not None:
+        return str(CACHE_DIR)
+    return BUNDLED
 
 
-def _cifar(name: str, data_root: Path | None, download: bool) -> Dataset:
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    cls, classes = (CIFAR10, 10) if name == "cifar10" else (CIFAR100, 100)
+def _locate_cifar(name: str, data_root: Path | None, download: bool) -> str:
     root = data_root or CACHE_DIR
-    try:
-        train, test = (cls(str(root), train=t, download=download) for t in (True, False))
-    except Exception as exc:  # torchvision raises RuntimeError (missing) or URLError (offline)
-        raise DataError(f"{name}: not found under {root} and could not be downloaded ({exc})") from None
-    return Dataset(name, str(root), train.data.transpose(0, 3, 1, 2).copy(), np.asarray(train.targets, np.int64),
-                   test.data.transpose(0, 3, 1, 2).copy(), np.asarray(test.targets, np.int64), classes)
+    if cifar_files(name, root) is None and download:
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)
+        try:
+            (CIFAR10 if name == "cifar10" else CIFAR100)(str(root), train=True, download=True)
+        except Exception as exc:  # torchvision raises RuntimeError (bad file) or URLError (offline)
+            raise DataError(f"{name}: not found under {root} and could not be downloaded ({exc})") from None
+        finally:
+            socket.setdefaulttimeout(old)
+    if cifar_files(name, root) is None:
+        raise DataError(f"{name}: no {name.replace('cifar', 'cifar-')}-python.tar.gz (or its extracted folder) "
+                        f"under {root}")
+    return str(root)
 
 
-def _imagefolder(data_root: Path | None, input_size: int) -> Dataset:
-    from torchvision import transforms
-    from torchvision.datasets import ImageFolder
+def _locate(name: str, data_root: Path | None, download: bool) -> str:
+    if name == "fashion_mnist":
+        return _locate_fmnist(data_root, download)
+    if name in ("cifar10", "cifar100"):
+        return _locate_cifar(name, data_root, download)
+    if name == "imagefolder":
+        if data_root is None:
+            raise DataError("imagefolder: --data-root must hold train/ and val/ class folders (got None)")
+        return str(data_root)
+    raise DataError(f"unknown dataset {name!r} (one of {', '.join(DATASETS)})")
 
-    if data_root is None or not (data_root / "train").is_dir() or not (data_root / "val").is_dir():
-        raise DataError(f"imagefolder: --data-root must hold train/ and val/ class folders (got {data_root})")
-    tf = transforms.Compose([transforms.Resize(input_size), transforms.CenterCrop(input_size),
-                             transforms.PILToTensor()])
-    out = []
-    for split in ("train", "val"):
-        folder = ImageFolder(str(data_root / split), transform=tf)
-        if not len(folder):
-            raise DataError(f"imagefolder: {data_root / split} has no images")
-        xs = np.stack([np.asarray(folder[i][0]) for i in range(len(folder))])
-        out.append((xs, np.asarray(folder.targets, np.int64), len(folder.classes)))
-    (tx, ty, k), (vx, vy, _) = out
-    return Dataset("imagefolder", str(data_root), tx, ty, vx, vy, k)
+
+def _found(source: DataSource, workers: int | None = None) -> Found:
+    """What keys and builds ``source``'s entry (the source files listed, not decoded)."""
+    name, root, side = source.name, source.root, source.side
+    if name == "fashion_mnist" and root == BUNDLED:
+        files = sorted(BUNDLED_DIR.glob("fashion_mnist_sample_*.npz.xz"))
+        desc = "bundled stratified sample (nas_attn/_bundled)"
+        return Found(name, root, desc, side, _content_key(files), array_builder(name, desc, _fmnist_bundled, side))
+    if name == "fashion_mnist":
+        files = _fmnist_files(Path(root))
+        if files is None:
+            raise DataError(f"fashion_mnist: no Fashion-MNIST IDX files under {root}")
+        return Found(name, root, root, side, _content_key(files),
+                     array_builder(name, root, lambda: _fmnist_arrays(files), side))
+    if name in ("cifar10", "cifar100"):
+        files = cifar_files(name, Path(root))
+        if files is None:
+            raise DataError(f"{name}: no {name} archive or folder under {root}")
+        return Found(name, root, root, side, _content_key(files),
+                     array_builder(name, root, lambda: read_cifar(name, files), side))
+    tree = FolderTree.scan(Path(root))
+    if source.strict and tree.problems():
+        raise DataError(f"imagefolder: {tree.problems()[0]}; --strict-data refuses it")
+    return Found(name, root, root, side, tree.key_parts(),
+                 folder_builder(tree, side, source.strict, source.quiet, workers))
+
+
+def _content_key(files: list[Path]) -> tuple:
+    """Small source files (IDX, archives) are keyed by content: a copy elsewhere has the same key."""
+    return tuple((p.name, file_digest(p)) for p in files)
+
+
+def _key(found: Found) -> str:
+    return digest(found.name, found.side, found.key_parts)
+
+
+def _open(source: DataSource, found: Found) -> Dataset:
+    entry = open_or_build(source.cache_folder(), source.prefix(), _key(found), found.build)
+    return _dataset(source, entry)
+
+
+def _dataset(source: DataSource, entry: CacheEntry) -> Dataset:
+    """The dataset of a complete entry; its skipped files and empty folders as warnings (strict: refused)."""
+    meta = entry.meta
+    problems = [f"{path}: skipped, unreadable ({reason})" for path, reason in meta.skipped]
+    problems += list(meta.folder_problems)
+    if problems and source.strict:
+        raise DataError(f"{source.name}: {problems[0]}; --strict-data refuses it "
+                        f"({len(problems)} problem(s), found when {entry.path} was built)")
+    a = entry.arrays()
+    return Dataset(source.name, meta.source, a["train_x"], np.array(a["train_y"]), a["test_x"], np.array(a["test_y"]),
+                   meta.num_classes, meta.mean, meta.std, tuple(first_lines(problems)), source, entry)
 
 
 def load_dataset(name: str = "fashion_mnist", data_root: str | Path | None = None, input_size: int | None = None,
-                 download: bool = True) -> Dataset:
-    """Decode a dataset once, resized to ``input_size`` (if given), with per-channel mean/std.
+                 download: bool = True, *, cache_dir: str | Path | None = None, strict: bool = False,
+                 quiet: bool = False, workers: int | None = None) -> Dataset:
+    """A dataset from its decoded cache entry (decoded first if there is none, or a stale or truncated one).
 
     Fashion-MNIST sources, first found wins: ``data_root``; ``$NAS_ATTN_DATA``;
     ``/usr/share/datasets/fashion-mnist``; the user cache; torchvision download; the bundled sample.
+    CIFAR-10/100: ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or their extracted folders in
+    ``data_root`` (else the user cache; downloaded there by torchvision if allowed). ``imagefolder``:
+    ``data_root/train/<class>/…`` and ``data_root/val/<class>/…`` (``val/`` is the test set).
+
+    Args:
+        name: one of :data:`DATASETS`.
+        data_root: the folder to read it from.
+        input_size: the side images are stored at (square); default: their own (28, 32; 224 for a tree).
+            Training with random-resized crops wants room around the crop: see :func:`stored_side`.
+        download: let torchvision download Fashion-MNIST or CIFAR when no local copy is found.
+        cache_dir: the cache folder (default: ``$XDG_CACHE_HOME/nas_attn/decoded``).
+        strict: an unreadable image or an empty class folder raises instead of a warning
+            (:attr:`Dataset.warnings`).
+        quiet: no progress bar while decoding.
+        workers: decoding processes (default: every core).
 
     Raises:
-        DataError: unknown dataset, or an explicitly given source that holds no such data.
+        DataError: unknown dataset, an explicitly given source that holds no such data, a cache folder that
+            cannot be written, or (``strict``) an unreadable image or empty class folder.
     """
     root = Path(data_root).expanduser() if data_root else None
     if root is not None and not root.exists():
         raise DataError(f"--data-root {root}: no such directory")
-    if name == "fashion_mnist":
-        ds = _fashion_mnist(root, download)
-    elif name in ("cifar10", "cifar100"):
-        ds = _cifar(name, root, download)
-    elif name == "imagefolder":
-        ds = _imagefolder(root, input_size or 224)
-    else:
-        raise DataError(f"unknown dataset {name!r} (one of {', '.join(DATASETS)})")
-    if input_size and ds.side != input_size:
-        ds.train_x, ds.test_x = _resize(ds.train_x, input_size), _resize(ds.test_x, input_size)
-    sample = ds.train_x[:: max(1, len(ds.train_x) // 10_000)].astype(np.float32) / 255
-    ds.mean = tuple(float(v) for v in sample.mean((0, 2, 3)))
-    ds.std = tuple(float(v) for v in sample.std((0, 2, 3)))
-    return ds
+    side = int(input_size or _NATIVE_SIDE.get(name, 224))
+    source = DataSource(name, _locate(name, root, download), side, strict,
+                        str(Path(cache_dir).expanduser()) if cache_dir else None, quiet)
+    return _open(source, _found(source, workers))
 
 
-def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
-    out = []
-    for chunk in torch.from_numpy(np.require(x, requirements='W')).split(8192):
-        y = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(y.round_().clamp_(0, 255).to(torch.uint8).numpy())
-    return np.concatenate(out)
+def stored_side(input_size: int, augment: str, crop_fraction: float = 0.875) -> int:
+    """The side images are stored at for training at ``input_size``: the input size itself for ``pad_crop``;
+    ``input_size / crop_fraction`` for ``random_resized_crop`` (256 for 224), room for crops and a centre crop."""
+    return input_size if augment == "pad_crop" else int(round(input_size / crop_fraction))
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, picked): ``fraction`` of each class picked with a seeded permutation."""
+    """Indices (rest, picked): ``fraction`` of each class picked with a seeded permutation.
+
+    The classes are grouped with one stable sort (ascending indices within a class), so a million labels
+    split in a fraction of a second.
+    """
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        picked.append(rng.permutation(idx)[: int(round(fraction * len(idx)))])
-    chosen = np.sort(np.concatenate(picked))
+    order = np.argsort(labels, kind="stable")
+    _, starts = np.unique(labels[order], return_index=True)
+    picked = [rng.permutation(idx)[: int(round(fraction * len(idx)))] for idx in np.split(order, starts[1:])]
+    chosen = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(labels)), chosen, assume_unique=True)
     return rest, chosen
 
 
 def make_splits(ds: Dataset, val_fraction: float = 0.1, seed: int = 0, train_subset: int | None = None,
                 val_subset: int | None = None) -> Splits:
-    """The seeded stratified validation split, optionally with stratified subsets (for small budgets)."""
+    """The seeded stratified validation split, optionally with stratified subsets (for small budgets).
+
+    The splits index the dataset's arrays (no images are copied).
+    """
     rest, val = stratified_split(ds.train_y, val_fraction, seed)
     if train_subset and train_subset < len(rest):
         _, keep = stratified_split(ds.train_y[rest], train_subset / len(rest), seed + 1)
@@ -254,5 +498,5 @@ def make_splits(ds: Dataset, val_fraction: float = 0.1, seed: int = 0, train_sub
     if val_subset and val_subset < len(val):
         _, keep = stratified_split(ds.train_y[val], val_subset / len(val), seed + 2)
         val = val[keep]
-    return Splits(ds.train_x[rest], ds.train_y[rest], ds.train_x[val], ds.train_y[val], ds.test_x, ds.test_y,
-                  ds.num_classes, ds.mean, ds.std)
+    return Splits(ImageSet(ds.train_x, ds.train_y[rest], rest), ImageSet(ds.train_x, ds.train_y[val], val),
+                  ImageSet(ds.test_x, np.asarray(ds.test_y)), ds.num_classes, tuple(ds.mean), tuple(ds.std))

@@ -99,22 +99,10 @@ def model_of(found: TrialWeights) -> torch.nn.Module:
 
 def _test_images(run_dir: Path, arch: Arch):
     """The run's heatmap images (normalised), else its test set's first images from the manifest's dataset."""
-    from nas_attn.heatmaps import HeatmapImages, heatmap_images
+    from nas_attn.heatmaps import HeatmapImages, run_heatmap_images
 
     images = HeatmapImages.load(run_dir)
-    if images is None:
-        from nas_attn.data import load_dataset, make_splits
-
-        ds = load_dataset(_manifest_dataset(run_dir), None, arch.input_size)
-        splits = make_splits(ds)
-        images = heatmap_images(splits.test_x, splits.test_y, splits.mean, splits.std, ds.name, 16)
-    return images
-
-
-def _manifest_dataset(run_dir: Path) -> str:
-    from nas_attn.runfolder import RunFolder
-
-    return (RunFolder(run_dir, True).read_manifest().get("dataset") or {}).get("name", "fashion_mnist")
+    return images if images is not None else run_heatmap_images(run_dir, arch.input_size, 16)
 
 
 def _write(model, fmt: str, out: Path, x, arch: Arch, mean, std) -> None:

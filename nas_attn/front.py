@@ -49,10 +49,10 @@ def evaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, c
     if missing:
         say(f"front: trial(s) {', '.join(map(str, missing))}: no checkpoint recorded; no test accuracy")
     todo = [t for t in todo if "checkpoint" in t.user_attrs]
-    say(f"front: measuring test accuracy of {len(todo)} arch(s) on {len(context.splits.test_y)} test images")
-    task, splits = _task(evaluate_checkpoint, plan), ray.put(context.splits)
-    refs = [(t.number, task.remote(t.user_attrs["arch"], t.user_attrs["checkpoint"], str(run_dir), splits,
-                                   plan.resources.threads)) for t in todo]
+    say(f"front: measuring test accuracy of {len(todo)} arch(s) on {context.data.sizes[2]} test images")
+    task, shared = _task(evaluate_checkpoint, plan), ray.put(context)  # a handle: each task opens the cache
+    refs = [(t.number, task.remote(t.user_attrs["arch"], t.user_attrs["checkpoint"], str(run_dir), shared))
+            for t in todo]
     try:
         _gather([ref for _, ref in refs], stop)
     finally:  # also when stopped: what was measured is kept
@@ -60,7 +60,7 @@ def evaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, c
             if not ray.wait([ref], timeout=0)[0]:
                 continue
             try:
-                evals.setdefault(number, {})["test_acc"] = float(ray.get(ref))
+                evals.setdefault(number, {}).update(ray.get(ref))
             except Exception as exc:  # e.g. a checkpoint on a worker's local disk: say so, keep the rest
                 if not stop.requested:
                     say(f"front: trial {number}: no test accuracy ({str(exc).strip().splitlines()[-1][:200]})")

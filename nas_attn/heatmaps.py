@@ -110,10 +110,28 @@ def choose_images(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.array(chosen)
 
 
-def heatmap_images(test_x: np.ndarray, test_y: np.ndarray, mean, std, dataset: str, n: int = 8) -> HeatmapImages:
-    idx = choose_images(test_y, n)
-    return HeatmapImages(idx, np.ascontiguousarray(test_x[idx]), test_y[idx], tuple(mean), tuple(std),
+def heatmap_images(test, mean, std, dataset: str, input_size: int, n: int = 8) -> HeatmapImages:
+    """``n`` stratified images of ``test`` (a :class:`~nas_attn.data.ImageSet`: only those rows are read),
+    centre-cropped to ``input_size`` as evaluation sees them."""
+    idx = choose_images(test.labels, n)
+    x = test.read(idx)
+    top, left = (x.shape[-2] - input_size + 1) // 2, (x.shape[-1] - input_size + 1) // 2  # as CenterCrop rounds
+    x = x[..., top:top + input_size, left:left + input_size]
+    return HeatmapImages(idx, np.ascontiguousarray(x), test.labels[idx], tuple(mean), tuple(std),
                          tuple(CLASS_NAMES.get(dataset, ())))
+
+
+def run_heatmap_images(run_dir: Path, input_size: int, n: int) -> HeatmapImages:
+    """Heatmap images from the dataset a run's manifest names (its cache entry, decoded again if missing)."""
+    from nas_attn.data import load_dataset, make_splits
+    from nas_attn.runfolder import RunFolder
+
+    info = RunFolder(run_dir, True).read_manifest().get("dataset") or {}
+    name, source = info.get("name", "fashion_mnist"), info.get("source", "")
+    root = source if source and Path(source).is_dir() else None
+    ds = load_dataset(name, root, info.get("stored_side") or input_size, download=False, quiet=True)
+    splits = make_splits(ds)
+    return heatmap_images(splits.test, splits.mean, splits.std, name, input_size, n)
 
 
 def target_layers(model) -> list[tuple[str, Any]]:
@@ -191,10 +209,5 @@ def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int) -> l
     arch = find_trial(run_dir, trials[0]).arch
     images = HeatmapImages.load(run_dir)
     if images is None or len(images.labels) != n:
-        from nas_attn.data import load_dataset, make_splits
-        from nas_attn.runfolder import RunFolder
-
-        name = (RunFolder(run_dir, True).read_manifest().get("dataset") or {}).get("name", "fashion_mnist")
-        splits = make_splits(load_dataset(name, None, arch.input_size))
-        images = heatmap_images(splits.test_x, splits.test_y, splits.mean, splits.std, name, n)
+        images = run_heatmap_images(run_dir, arch.input_size, n)
     return make_heatmaps(run_dir, trials, images)

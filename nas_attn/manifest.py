@@ -11,19 +11,22 @@ from nas_attn.results import write_atomic
 from nas_attn.runfolder import argv, git_commit, now, versions
 
 
-def start_attempt(plan: SearchPlan, storage_url: str, splits) -> dict[str, Any]:
-    """Record a new attempt (the first, or a resume) and return the manifest as written."""
-    space, res, data = plan.space, plan.resources, plan.dataset
+def start_attempt(plan: SearchPlan, storage_url: str, data) -> dict[str, Any]:
+    """Record a new attempt (the first, or a resume) and return the manifest as written.
+
+    ``data``: the trials' :class:`~nas_attn.data.DataHandle` (split sizes, cache key).
+    """
+    space, res, info = plan.space, plan.resources, plan.dataset
     manifest = plan.run.read_manifest()
     manifest.update({
         "space": space.name, "space_file": str(space.path), "space_sha256": space.sha256, "run_id": plan.run.path.name,
         "study_name": space.name, "storage": storage_url, "objectives": list(space.objectives),
         "directions": space.directions, "versions": versions(), "git_commit": git_commit(),
         "tune_storage": plan.options.storage_path or "RUN_DIR/tune",
-        "dataset": {"name": data.name, "source": data.source, "train": len(splits.train_y),
-                    "val": len(splits.val_y), "test": len(splits.test_y),
-                    "mean": list(splits.mean), "std": list(splits.std),
-                    "input_size": space.base.input_size, "seed": space.recipe.seed},
+        "dataset": {"name": info.name, "source": info.source, "train": data.sizes[0], "val": data.sizes[1],
+                    "test": data.sizes[2], "input_size": space.base.input_size, "stored_side": info.side,
+                    "cache": info.cache, "cache_key": data.key, "mean": list(data.mean), "std": list(data.std),
+                    "seed": space.recipe.seed},
         "budget": {"trials": space.trials, "epochs": space.recipe.epochs, "width": space.base.width,
                    "cpu_budget_applied": space.cpu_budget_applied, "note": plan.budget_note},
         "recipe": space.recipe.to_dict(), "sampler": space.sampler, "encoding": space.file.search.encoding,

@@ -54,6 +54,13 @@ class SearchOptions:
     full_budget: bool = False
     compile: bool = False
     quiet: bool = False
+    #: where decoded datasets are kept (default: $XDG_CACHE_HOME/nas_attn/decoded)
+    cache_dir: str | None = None
+    #: an unreadable image or an empty class folder is an error (default: skipped with a warning)
+    strict_data: bool = False
+    #: device memory (GB) a trial may hold its images in; more is streamed from the cache (default: half of
+    #: the trial's share of the free memory)
+    device_data_gb: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] | None = None
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -113,6 +120,9 @@ def check_options_against_space(options: SearchOptions, space: SearchSpace) -> N
                            f"({space.path.name}: early_stopping)")
     if options.data_root is not None and not Path(options.data_root).expanduser().is_dir():
         raise NasAttnError(f"--data-root {options.data_root}: no such directory")
+    if options.cache_dir is not None and Path(options.cache_dir).expanduser().exists() and \
+            not Path(options.cache_dir).expanduser().is_dir():
+        raise NasAttnError(f"--cache-dir {options.cache_dir}: not a directory")
     if options.sampler == "gp" or (options.sampler is None and space.sampler == "gp"):
         check_gp_sampler()
 
@@ -131,12 +141,15 @@ def check_gp_sampler() -> None:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the plan needs to know of the dataset (the arrays travel separately)."""
+    """What the plan needs to know of the dataset (trials open its cache entry themselves)."""
 
     name: str
     source: str
     num_classes: int
     in_chans: int
+    #: the decoded cache entry, and the side its images are stored at
+    cache: str = ""
+    side: int = 0
 
 
 @dataclass(frozen=True)

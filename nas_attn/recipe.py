@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 # Strict per field (YAML ``true`` is not a number); the class itself is lax so that a parent model may
@@ -21,6 +21,8 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False, strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
+UnitFraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)]
+PositiveRatio = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False, strict=True)]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -35,16 +37,46 @@ class Recipe:
     momentum: Fraction = 0.9
     nesterov: Flag = True
     weight_decay: NonNegativeFloat = 5e-4
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    #: per step: ``onecycle`` (its own warm-up), ``cosine``, ``constant``; at epoch boundaries: ``step`` (× gamma
+    #: every ``step_epochs``) and ``multistep`` (× gamma at each of ``milestones``)
+    schedule: Literal["onecycle", "cosine", "constant", "step", "multistep"] = "onecycle"
+    #: linear warm-up from lr / warm-up steps to lr over these epochs (not with onecycle, which warms up itself)
+    warmup_epochs: NonNegativeFloat = 0.0
+    step_epochs: PositiveInt = 30
+    milestones: tuple[PositiveInt, ...] = ()
+    gamma: UnitFraction = 0.1
     label_smoothing: Fraction = 0.1
-    #: random crop with this zero padding; 0 = off
+    #: ``pad_crop``: images stored at the input size, random crop with ``crop_padding`` zero padding (small
+    #: inputs, the CIFAR papers); ``random_resized_crop``: images stored at input size / ``crop_fraction``,
+    #: a random crop of ``rrc_scale`` of the area and ``rrc_ratio`` aspect resized to the input size (the
+    #: ImageNet papers), centre crop of the input size for evaluation
+    augment: Literal["pad_crop", "random_resized_crop"] = "pad_crop"
+    #: random crop with this zero padding; 0 = off (``pad_crop``)
     crop_padding: NonNegativeInt = 2
+    rrc_scale: tuple[UnitFraction, UnitFraction] = (0.08, 1.0)
+    rrc_ratio: tuple[PositiveRatio, PositiveRatio] = (0.75, 4 / 3)
+    #: input size / stored side (``random_resized_crop``): 0.875 stores 256 px for 224-px crops
+    crop_fraction: UnitFraction = 0.875
     hflip: Flag = True
     seed: Annotated[int, Field(ge=0, lt=2**32, strict=True)] = 0
     compile: Flag = False
     #: training images used to recompute BatchNorm statistics before each validation (0 = off); short
     #: trainings otherwise validate with running statistics that lag far behind the weights
     bn_recalibration: NonNegativeInt = 1024
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        for name in ("rrc_scale", "rrc_ratio"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: the lower bound {lo} exceeds the upper bound {hi}")
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            raise ValueError(f"milestones: must increase strictly, got {list(self.milestones)}")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("milestones: schedule multistep needs at least one milestone (epochs)")
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise ValueError("warmup_epochs: onecycle warms up by itself (use cosine, step or multistep)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

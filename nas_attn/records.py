@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -35,7 +36,12 @@ class TrialStatus(str, enum.Enum):
 
 @dataclass(frozen=True)
 class EpochStats:
-    """One epoch of one trial, as measured by the trial."""
+    """One epoch of one trial, as measured by the trial.
+
+    ``val_top5``: the right class among the five highest scores (among all of them with fewer than five
+    classes); NaN where not measured (records made before it was). No training top-5: training accuracy is
+    measured on augmented images under a moving model, a rough signal that a top-5 would not sharpen.
+    """
 
     epoch: int
     train_loss: float
@@ -45,6 +51,7 @@ class EpochStats:
     lr: float
     epoch_s: float
     train_images_per_s: float
+    val_top5: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,6 +63,8 @@ class EpochStats:
 
 
 EPOCH_KEYS = tuple(f.name for f in fields(EpochStats))
+#: the keys every epoch record has (records older than top-5 lack ``val_top5``)
+REQUIRED_EPOCH_KEYS = tuple(f.name for f in fields(EpochStats) if f.default is dataclasses.MISSING)
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ class TrialReport:
     def from_result(cls, result: dict[str, Any] | None) -> TrialReport:
         """Read a result dictionary back (Tune adds its own keys, which are ignored)."""
         result = result or {}
-        epoch = EpochStats.from_dict(result) if all(k in result for k in EPOCH_KEYS) else None
+        epoch = EpochStats.from_dict(result) if all(k in result for k in REQUIRED_EPOCH_KEYS) else None
         kw = {f.name: result[f.name] for f in fields(cls) if f.name != "epoch" and f.name in result}
         return cls(epoch=epoch, **kw)
 

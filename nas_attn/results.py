@@ -25,7 +25,7 @@ from nas_attn.records import EPOCH_KEYS, TrialStatus
 #: the Optuna user attributes of a trial that become columns of the trials table (set by the searcher)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
                  "wall_s", "train_s", "startup_s", "launch_s", "node", "node_id", "device", "restarts", "tune_trial_id",
-                 "checkpoint", "traceback", "latency_ms", "test_acc"]
+                 "checkpoint", "traceback", "latency_ms", "test_acc", "val_top5_final", "test_top5"]
 
 
 FRONT_EVAL = "front_eval.json"
@@ -111,6 +111,7 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
                                "n_placements": len(arch.placements)}
         row.update({k: t.user_attrs.get(k) for k in _ATTR_COLUMNS})
         row["test_acc"] = front_eval.get(t.number, {}).get("test_acc")
+        row["test_top5"] = front_eval.get(t.number, {}).get("test_top5")
         row["vanilla"] = not arch.placements
         row["status"] = status.value
         for p in arch.placements:
@@ -123,8 +124,8 @@ def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | No
     if df.empty:
         return empty_trials_table()
     fixed = ["trial", "status", "reason", "placements", "params", "flops", "latency_ms", "val_acc_best",
-             "val_acc_final",
-             "test_acc", "epochs_run", "seed", "wall_s", "train_s", "startup_s", "launch_s", "node", "device"]
+             "val_acc_final", "val_top5_final", "test_acc", "test_top5", "epochs_run", "seed", "wall_s", "train_s",
+             "startup_s", "launch_s", "node", "device"]
     rest = sorted(c for c in df.columns if c not in fixed)
     return df.reindex(columns=fixed + rest).sort_values("trial").reset_index(drop=True)
 
@@ -230,7 +231,7 @@ def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFra
         df.to_parquet(tmp, index=False)
         os.replace(tmp, run_dir / name)
     front_cols = [c for c in ["trial", "placements", "params", "flops", "latency_ms", "val_acc_final", "val_acc_best",
-                              "test_acc",
+                              "val_top5_final", "test_acc", "test_top5",
                               *(f"reeval_{k}" for k in REEVAL_KEYS), "seed", "epochs_run", "arch"]
                   if c in front.columns]
     write_atomic(run_dir / "front.csv", front.reindex(columns=front_cols).to_csv(index=False))

@@ -33,7 +33,7 @@ WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nas_attn.data import Dataset, Splits
+    from nas_attn.data import DataHandle, Dataset, Splits
     from nas_attn.stopping import StopRequest
 
 
@@ -45,6 +45,13 @@ def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per trial; default: the space's")
     p.add_argument("--dataset", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"])
     p.add_argument("--data-root", help="dataset folder (first source tried)")
+    p.add_argument("--cache-dir", help="where decoded datasets are kept, memory-mapped by every later run "
+                                       "(default: $XDG_CACHE_HOME/nas_attn/decoded)")
+    p.add_argument("--strict-data", action="store_true",
+                   help="an unreadable image or an empty class folder is an error (default: skipped, with a warning)")
+    p.add_argument("--device-data-gb", type=float, metavar="GB",
+                   help="device memory a trial may hold its images in; a larger split is streamed from the cache "
+                        "(default: half of the trial's share of the free memory; 0 always streams)")
     p.add_argument("--results-dir", help="where run folders go (default: $NAS_ATTN_RESULTS_DIR, or ./results; "
                                          "inside a Ray job ~/nas-attn/results)")
     p.add_argument("--run-id", help="run folder name; an existing one is resumed (default: a timestamp)")
@@ -132,7 +139,7 @@ def _run_locked(options: SearchOptions, space: SearchSpace, run, lock: RunLock, 
 
             stop.install()  # after ray.init, which installs its own SIGTERM handler
             plan = make_plan(options, space, run, _dataset_info(dataset), ray.cluster_resources())
-            return _execute(plan, _splits(dataset, plan.space), say, stop, lock)
+            return _execute(plan, _handle(dataset, plan.space, options), say, stop, lock)
 
 
 def _sayer(quiet: bool) -> Callable[[str], None]:
@@ -157,10 +164,19 @@ def _quiet_libraries() -> None:
 # -- data ---------------------------------------------------------------------------------------------------
 
 def _load_data(options: SearchOptions, space: SearchSpace, say: Callable[[str], None]) -> Dataset:
-    from nas_attn.data import load_dataset
+    """The dataset from its decoded cache entry (decoded now if missing or stale), its split checked."""
+    from nas_attn.data import load_dataset, stored_side
 
-    ds = load_dataset(space.dataset.name, options.data_root, space.base.input_size)
+    r = space.recipe
+    side = stored_side(space.base.input_size, r.augment, r.crop_fraction)
+    ds = load_dataset(space.dataset.name, options.data_root, side, cache_dir=options.cache_dir,
+                      strict=options.strict_data, quiet=options.quiet)
     say(f"data: {ds.describe()}")
+    if ds.cache is not None:
+        how = f"decoded in {ds.cache.meta.build_s:.1f} s" if ds.cache.built else "reused"
+        say(f"cache: {ds.cache.path} ({how})")
+    for warning in ds.warnings:
+        say(f"warning: {warning}")
     for label, variant in (("dataset", space), ("cpu_budget", _cpu_variant(space))):
         if variant is not None:
             _check_split(ds, variant, label)
@@ -177,23 +193,27 @@ def _cpu_variant(space: SearchSpace) -> SearchSpace | None:
 
 def _check_split(ds: Dataset, space: SearchSpace, label: str) -> None:
     """Refuse a split that leaves a class without training or validation images (before Ray starts)."""
-    splits = _splits(ds, space)
+    train, val, _ = _handle(ds, space).sizes
     need = max(2, ds.num_classes)
-    for what, n, key in (("training", len(splits.train_y), "train_subset"),
-                         ("validation", len(splits.val_y), "val_subset / dataset.val_fraction")):
+    for what, n, key in (("training", train, "train_subset"),
+                         ("validation", val, "val_subset / dataset.val_fraction")):
         if n < need:
             raise NasAttnError(f"{space.path}: {label}.{key}: the {what} split has {n} images of "
                                f"{ds.name} (need at least {need}, one per class)")
 
 
-def _splits(ds: Dataset, space: SearchSpace) -> Splits:
-    from nas_attn.data import make_splits
+def _handle(ds: Dataset, space: SearchSpace, options: SearchOptions | None = None) -> DataHandle:
+    """What the trials of ``space`` open: the cache entry, the split, the device-memory budget."""
+    from nas_attn.data import SplitSpec
 
-    return make_splits(ds, space.dataset.val_fraction, space.recipe.seed, space.train_subset, space.val_subset)
+    split = SplitSpec(space.dataset.val_fraction, space.recipe.seed, space.train_subset, space.val_subset)
+    gb = options.device_data_gb if options is not None else None
+    return ds.handle(split, None if gb is None else int(gb * 1e9))
 
 
 def _dataset_info(ds: Dataset) -> DatasetInfo:
-    return DatasetInfo(ds.name, ds.source, ds.num_classes, ds.in_chans)
+    return DatasetInfo(ds.name, ds.source, ds.num_classes, ds.in_chans, str(ds.cache.path) if ds.cache else "",
+                       ds.side)
 
 
 # -- Ray ----------------------------------------------------------------------------------------------------
@@ -234,7 +254,7 @@ def _probe(address: str) -> None:
 
 # -- the search ---------------------------------------------------------------------------------------------
 
-def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop: StopRequest,
+def _execute(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], stop: StopRequest,
              lock: RunLock) -> SearchResult:
     from nas_attn.manifest import end_attempt, start_attempt
     from nas_attn.results import export
@@ -243,17 +263,18 @@ def _execute(plan: SearchPlan, splits: Splits, say: Callable[[str], None], stop:
     from nas_attn.trial import TrialContext
 
     space, res = plan.space, plan.resources
-    say(f"split: {len(splits.train_y)} train / {len(splits.val_y)} validation images (seed {space.recipe.seed}); "
-        f"test set ({len(splits.test_y)}) kept for the final front")
+    train, val, test = data.sizes
+    say(f"split: {train} train / {val} validation images (seed {space.recipe.seed}); "
+        f"test set ({test}) kept for the final front")
     if plan.budget_note:
         say(plan.budget_note)
     say(space.summary() + f"; {res.concurrency} at once, {res.cpus_per_trial:g} CPU + {res.gpus_per_trial:g} GPU each")
     _create_run_folder(plan, lock, say)
     stop.immediate = False  # from here on a signal asks for a clean stop
     storage, storage_url = _open_storage(plan)
-    manifest = start_attempt(plan, storage_url, splits)
+    manifest = start_attempt(plan, storage_url, data)
     study = open_study(plan, storage)
-    context = TrialContext(space.recipe, splits, space.imports, res.threads,
+    context = TrialContext(space.recipe, data, space.imports, res.threads, res.gpus_per_trial,
                            measure_latency="latency_ms" in space.objectives)
     t0 = time.time()
     try:
@@ -420,7 +441,7 @@ def _measure_front(plan: SearchPlan, study, context, say: Callable[[str], None],
     evaluate_front(study, front, plan, context, say, stop)
     reevaluate_front(study, front, plan, context, say, stop)
     stop.check("the front is measured; its heatmaps were not made")
-    _make_heatmaps(plan, study, context.splits, say)
+    _make_heatmaps(plan, study, context.data.open(), say)
 
 
 def _make_heatmaps(plan: SearchPlan, study, splits: Splits, say: Callable[[str], None], images: int = 8) -> None:
@@ -431,7 +452,8 @@ def _make_heatmaps(plan: SearchPlan, study, splits: Splits, say: Callable[[str],
     trials = heatmap_trials(trials_table(study))
     if not trials:
         return
-    chosen = heatmap_images(splits.test_x, splits.test_y, splits.mean, splits.std, plan.dataset.name, images)
+    chosen = heatmap_images(splits.test, splits.mean, splits.std, plan.dataset.name, plan.space.base.input_size,
+                            images)
     try:
         make_heatmaps(plan.run.path, trials, chosen)
     except NasAttnError as exc:  # e.g. weights on a worker's disk the driver cannot read: the rest stands

@@ -19,6 +19,7 @@ worker, a worker's error) to the searcher.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,7 +184,9 @@ class StudySearcher(Searcher):
         attrs: dict[str, Any] = {
             "status": status.value, "reason": reason, "history": [h.to_dict() for h in live.history],
             "epochs_run": len(live.history), "val_acc_best": max(accs, default=None),
-            "val_acc_final": accs[-1] if accs else None, "wall_s": round(time.time() - live.started, 3),
+            "val_acc_final": accs[-1] if accs else None,
+            "val_top5_final": _finite(live.history[-1].val_top5) if live.history else None,
+            "wall_s": round(time.time() - live.started, 3),
             **{k: getattr(report, k) for k in ("node", "node_id", "device", "startup_s", "train_s", "latency_ms")
                if getattr(report, k) not in (None, "")},
         }
@@ -253,3 +256,8 @@ class StudyCallback(Callback):
 def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or ``None`` where it was not measured (NaN), as the other unmeasured attributes are."""
+    return None if math.isnan(value) else value

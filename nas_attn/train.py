@@ -1,20 +1,23 @@
-"""One trial: build an arch, train it with a recipe on device-resident data, evaluate, report per epoch."""
+"""One trial: build an arch, train it with a recipe on device-resident or streamed data, evaluate, report per epoch."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from nas_attn.arch import Arch, build_model
+from nas_attn.augment import centre_crop, pad_crop_flip, random_resized_crop
 from nas_attn.data import Splits
+from nas_attn.loader import DeviceImages, StreamedImages, batch_slices, default_memory_budget, device_images
 from nas_attn.recipe import Recipe
 from nas_attn.records import EpochStats
 
@@ -29,6 +32,8 @@ class TrainResult:
     startup_s: float = 0.0
     train_s: float = 0.0
     device: str = "cpu"
+    #: the training images were streamed from the cache (over the device-memory budget)
+    streamed: bool = False
     state_dict: dict[str, torch.Tensor] | None = None
 
 
@@ -44,43 +49,46 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class DeviceData:
-    """uint8 images held on the training device; batches, augmentation and normalisation happen there.
+class Preprocess:
+    """uint8 batch → the model's input: centre crop to the input size (evaluation) and normalisation.
 
-    No DataLoader and no per-step host→device copies: a small dataset fits in device memory several times.
+    ``(x/255 - mean)/std`` as one multiply-add on the device.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, mean, std, device: torch.device) -> None:
-        self.x = torch.as_tensor(np.require(x, requirements="W")).to(device, non_blocking=True)
-        self.y = torch.as_tensor(y).to(device, non_blocking=True)
-        c = self.x.shape[1]
+    def __init__(self, mean: Sequence[float], std: Sequence[float], size: int, device: torch.device) -> None:
+        c = len(mean)
         std_t = torch.tensor(std, device=device).view(1, c, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)  # (x/255 - mean)/std as one multiply-add
+        self.scale = 1.0 / (255.0 * std_t)
         self.shift = -torch.tensor(mean, device=device).view(1, c, 1, 1) / std_t
-
-    def __len__(self) -> int:
-        return len(self.y)
+        self.size = size
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.shift, x.float(), self.scale)
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalise(centre_crop(x, self.size))
+
 
 def augment(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip of a uint8 batch, on its device."""
-    b, c, h, w = x.shape
-    dev = x.device
-    if padding:
-        xp = F.pad(x, (padding,) * 4)
-        oy = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=gen)
-        ox = torch.randint(0, 2 * padding + 1, (b, 1), device=dev, generator=gen)
-        rows = (oy + torch.arange(h, device=dev)).view(b, 1, h, 1).expand(b, c, h, w + 2 * padding)
-        x = xp.gather(2, rows)  # (b, c, h, w + 2p): the crop's rows
-        cols = (ox + torch.arange(w, device=dev)).view(b, 1, 1, w).expand(b, c, h, w)
-        x = x.gather(3, cols)
-    if hflip:
-        flip = torch.rand(b, device=dev, generator=gen) < 0.5
-        x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
-    return x
+    """Random crop with zero padding and random horizontal flip of a uint8 batch (:func:`pad_crop_flip`)."""
+    return pad_crop_flip(x, padding, hflip, gen)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss and accuracies over a split."""
+
+    loss: float
+    top1: float
+    top5: float
+
+
+def correct_counts(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many rows have their label as the highest score, and among the five highest (all, when fewer
+    classes); both stay on the device."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = top == y.view(-1, 1)
+    return hits[:, 0].sum(), hits.any(1).sum()
 
 
 def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
@@ -94,22 +102,44 @@ def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {r.optimizer!r}")
 
 
-def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if r.schedule == "onecycle" and steps >= 4:
+def make_scheduler(opt: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int) -> LRScheduler:
+    """The recipe's learning-rate schedule, stepped after every training step.
+
+    ``step`` and ``multistep`` decay at epoch boundaries counted from the start (warm-up included), as the
+    papers' recipes; ``warmup_epochs`` ramps the rate linearly, ``(t + 1) / W`` of it at step ``t`` of ``W``.
+    """
+    sched = torch.optim.lr_scheduler
+    total = r.epochs * steps_per_epoch
+    warmup = min(total, int(round(r.warmup_epochs * steps_per_epoch)))
+    if r.schedule == "onecycle" and total >= 4:
         # OneCycleLR divides by zero when its warm-up phase rounds to under two steps
-        warmup = max(0.25, 2.5 / steps)
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=warmup)
+        return sched.OneCycleLR(opt, max_lr=r.lr, total_steps=total, pct_start=max(0.25, 2.5 / total))
+    constant = sched.LambdaLR(opt, lambda _: 1.0) if r.schedule in ("onecycle", "constant") else None
     if r.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    if r.schedule in ("onecycle", "constant"):  # onecycle here: too short to warm up, a constant rate
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    raise ValueError(f"unknown schedule {r.schedule!r}")
+        main: LRScheduler = sched.CosineAnnealingLR(opt, T_max=max(1, total - warmup))
+    elif r.schedule == "step":
+        main = sched.StepLR(opt, step_size=r.step_epochs * steps_per_epoch, gamma=r.gamma)
+    elif r.schedule == "multistep":
+        main = sched.MultiStepLR(opt, milestones=[m * steps_per_epoch for m in r.milestones], gamma=r.gamma)
+    elif constant is not None:  # onecycle here: too short to warm up, a constant rate
+        main = constant
+    else:
+        raise ValueError(f"unknown schedule {r.schedule!r}")
+    if warmup < 1:
+        return main
+    warm = sched.LinearLR(opt, start_factor=1 / warmup, end_factor=1.0, total_iters=max(1, warmup - 1))
+    if constant is not None:  # LambdaLR sets the rate outright, which would undo the warm-up: warm-up alone
+        return warm
+    if r.schedule == "cosine":  # the cosine starts where the warm-up ends
+        return sched.SequentialLR(opt, [warm, main], milestones=[warmup])
+    return sched.ChainedScheduler([warm, main], optimizer=opt)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, data: DeviceData, images: int, batch_size: int,
-                          device: torch.device) -> None:
-    """Recompute BatchNorm running statistics as exact averages over ``images`` training images."""
+def recalibrate_batchnorm(model: nn.Module, data: DeviceImages, images: int, batch_size: int,
+                          device: torch.device, prep: Preprocess) -> None:
+    """Recompute BatchNorm running statistics as exact averages over the first ``images`` training images
+    (seen as in evaluation: ``prep``)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms or images <= 0:
         return
@@ -119,35 +149,35 @@ def recalibrate_batchnorm(model: nn.Module, data: DeviceData, images: int, batch
         m.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
     n = min(images, len(data))
-    for i in range(0, n - 1, batch_size):
-        x = data.normalise(data.x[i: min(n, i + batch_size)])
-        if len(x) < 2:
-            break
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x, _ in data.batches(None, [s for s in batch_slices(n, batch_size, drop_last=False) if s.stop - s.start > 1]):
+        x = _layout(prep(x), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             model(x)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
 
 
+def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: DeviceData, batch_size: int, device: torch.device) -> tuple[float, float]:
-    """(loss, accuracy) over ``data``; the model is left in eval mode."""
+def evaluate(model: nn.Module, data: DeviceImages, batch_size: int, device: torch.device,
+             prep: Preprocess) -> Evaluation:
+    """Loss, top-1 and top-5 accuracy over ``data`` (centre crops); the model is left in eval mode."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for i in range(0, len(data), batch_size):
-        x = data.normalise(data.x[i: i + batch_size])
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+    top1 = torch.zeros((), device=device, dtype=torch.long)
+    top5 = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in data.batches(None, batch_slices(len(data), batch_size, drop_last=False)):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-        y = data.y[i: i + batch_size]
+            logits = model(_layout(prep(x), device))
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        right1, right5 = correct_counts(logits, y)
+        top1 += right1
+        top5 += right5
     n = max(1, len(data))
-    return float(loss_sum) / n, float(correct) / n
+    return Evaluation(float(loss_sum) / n, float(top1) / n, float(top5) / n)
 
 
 def train_arch(
@@ -159,12 +189,15 @@ def train_arch(
     device: torch.device | str | None = None,
     report: Callable[[EpochStats, nn.Module], None] | None = None,
     keep_weights: bool = False,
+    memory_budget: int | None = None,
 ) -> TrainResult:
-    """Train ``arch`` on ``splits.train_*`` and validate on ``splits.val_*`` every epoch.
+    """Train ``arch`` on ``splits.train`` and validate on ``splits.val`` every epoch.
 
     On CUDA: bf16 autocast and channels_last. ``report(stats, model)`` is called after every epoch (Ray
-    Tune's report in a search; the last call may checkpoint the model). Raises :class:`TrialFailed` on a
-    non-finite loss or when the device runs out of memory.
+    Tune's report in a search; the last call may checkpoint the model). Images are held on the device when
+    they fit ``memory_budget`` bytes (default: :func:`~nas_attn.loader.default_memory_budget`), else
+    streamed from the cache. Raises :class:`TrialFailed` on a non-finite loss or when the device runs out
+    of memory.
     """
     t0 = time.perf_counter()
     device = pick_device(str(device) if device else None)
@@ -173,42 +206,53 @@ def train_arch(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        return _train(arch, splits, recipe, seed, device, report, keep_weights, t0)
+        return _train(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget)
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
 
 
 class Trainer:
-    """A model, its optimiser and schedule, and its training data on the device: a trial's inner loop.
+    """A model, its optimiser and schedule, and its training images: a trial's inner loop.
 
     ``run_steps`` is what a trial times as training; ``step`` alone, on a fixed batch, is the synthetic
-    ceiling that ``scripts/bench_gpu.py`` compares it with.
+    ceiling that ``scripts/bench_gpu.py`` and ``scripts/bench_data.py`` compare it with. The batch order
+    is drawn on the host (the streaming thread reads it there), the augmentation on the device.
     """
 
-    def __init__(self, arch: Arch, splits: Splits, recipe: Recipe, device: torch.device, seed: int) -> None:
+    def __init__(self, arch: Arch, splits: Splits, recipe: Recipe, device: torch.device, seed: int,
+                 memory_budget: int | None = None) -> None:
         self.recipe, self.device = recipe, device
         self.model = build_model(arch).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model) if recipe.compile else self.model
-        self.train = DeviceData(splits.train_x, splits.train_y, splits.mean, splits.std, device)
+        budget = default_memory_budget(device) if memory_budget is None else memory_budget
+        self.train, self.budget_left = device_images(splits.train, device, budget)
+        self.prep = Preprocess(splits.mean, splits.std, arch.input_size, device)
         self.batch_size = min(recipe.batch_size, len(self.train))
         self.steps_per_epoch = max(1, len(self.train) // self.batch_size)  # drop the last incomplete batch
         self.opt = _optimizer(self.model, recipe)
-        self.sched = _scheduler(self.opt, recipe, recipe.epochs * self.steps_per_epoch)
+        self.sched = make_scheduler(self.opt, recipe, self.steps_per_epoch)
         self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.order_gen = torch.Generator().manual_seed(seed)
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented, normalised images and their labels, all on the device."""
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train, StreamedImages)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch augmented as the recipe says and normalised, on the device."""
         r = self.recipe
-        return self.train.normalise(augment(self.train.x[idx], r.crop_padding, r.hflip, self.gen)), self.train.y[idx]
+        if r.augment == "random_resized_crop":
+            x = random_resized_crop(x, self.prep.size, r.rrc_scale, r.rrc_ratio, r.hflip, self.gen)
+        else:
+            x = pad_crop_flip(centre_crop(x, self.prep.size), r.crop_padding, r.hflip, self.gen)
+        return self.prep.normalise(x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step (bf16 autocast and channels_last on CUDA); returns (loss, correct) on device."""
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits = self.step_model(x)
+            logits = self.step_model(_layout(x, self.device))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,21 +265,20 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        perm = torch.randperm(len(self.train), device=self.device, generator=self.gen)
-        bs = self.batch_size
-        for s in range(steps):
-            loss, right = self.step(*self.batch(perm[(s % self.steps_per_epoch) * bs:][:bs]))
+        order = torch.randperm(len(self.train), generator=self.order_gen)
+        for x, y in self.train.batches(order, batch_slices(len(self.train), self.batch_size, steps)):
+            loss, right = self.step(self.augment(x), y)
             loss_sum += loss
             correct += right
         return loss_sum, correct
 
 
-def _train(arch, splits, recipe, seed, device, report, keep_weights, t0) -> TrainResult:
-    trainer = Trainer(arch, splits, recipe, device, seed)
-    model = trainer.model
-    val = DeviceData(splits.val_x, splits.val_y, splits.mean, splits.std, device)
+def _train(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget) -> TrainResult:
+    trainer = Trainer(arch, splits, recipe, device, seed, memory_budget)
+    model, prep = trainer.model, trainer.prep
+    val, _ = device_images(splits.val, device, trainer.budget_left)
     steps, bs = trainer.steps_per_epoch, trainer.batch_size
-    result = TrainResult(device=str(device))
+    result = TrainResult(device=str(device), streamed=trainer.streamed)
     for epoch in range(1, recipe.epochs + 1):
         e0 = time.perf_counter()
         if epoch == 1:
@@ -246,10 +289,10 @@ def _train(arch, splits, recipe, seed, device, report, keep_weights, t0) -> Trai
         result.train_s += train_s
         if not math.isfinite(train_loss):
             raise TrialFailed(f"non-finite training loss at epoch {epoch}")
-        recalibrate_batchnorm(model, trainer.train, recipe.bn_recalibration, recipe.batch_size, device)
-        val_loss, val_acc = evaluate(model, val, recipe.eval_batch_size, device)
-        stats = EpochStats(epoch, train_loss, float(correct) / (steps * bs), val_loss, val_acc,
-                           trainer.sched.get_last_lr()[0], time.perf_counter() - e0, steps * bs / train_s)
+        recalibrate_batchnorm(model, trainer.train, recipe.bn_recalibration, recipe.batch_size, device, prep)
+        ev = evaluate(model, val, recipe.eval_batch_size, device, prep)
+        stats = EpochStats(epoch, train_loss, float(correct) / (steps * bs), ev.loss, ev.top1,
+                           trainer.sched.get_last_lr()[0], time.perf_counter() - e0, steps * bs / train_s, ev.top5)
         result.history.append(stats)
         if report is not None:
             report(stats, model)
@@ -259,13 +302,14 @@ def _train(arch, splits, recipe, seed, device, report, keep_weights, t0) -> Trai
 
 
 def test_accuracy(arch: Arch, state_dict: dict[str, torch.Tensor], splits: Splits, device=None,
-                  batch_size: int = 1024) -> float:
-    """Accuracy of trained weights on the held-out test set (used once per front arch)."""
+                  batch_size: int = 1024, memory_budget: int | None = None) -> Evaluation:
+    """Loss, top-1 and top-5 accuracy of trained weights on the held-out test set (once per front arch)."""
     device = pick_device(str(device) if device else None)
     model = build_model(arch)
     model.load_state_dict(state_dict)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    test = DeviceData(splits.test_x, splits.test_y, splits.mean, splits.std, device)
-    return evaluate(model, test, batch_size, device)[1]
+    budget = default_memory_budget(device) if memory_budget is None else memory_budget
+    test, _ = device_images(splits.test, device, budget)
+    return evaluate(model, test, batch_size, device, Preprocess(splits.mean, splits.std, arch.input_size, device))

@@ -10,6 +10,7 @@ process or node reaches Tune as an error (and is retried).
 from __future__ import annotations
 
 import importlib
+import os
 import tempfile
 import time
 import traceback
@@ -17,21 +18,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas_attn.data import Splits
+from nas_attn.data import DataHandle
 from nas_attn.recipe import Recipe
 from nas_attn.records import EpochStats, TrialConfig, TrialReport
 
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of a run shares (put once in Ray's object store by ``tune.with_parameters``)."""
+    """What every trial of a run shares (put once in Ray's object store by ``tune.with_parameters``).
+
+    ``data`` is a handle, not the images: each trial opens the decoded cache on its own node.
+    ``gpus_per_trial``: the share of a GPU a trial has, and so of its free memory for images.
+    """
 
     recipe: Recipe
-    splits: Splits
+    data: DataHandle
     imports: tuple[str, ...] = ()
     threads: int = 1
+    gpus_per_trial: float = 0.0
     #: measure each arch's latency before training (the space names ``latency_ms`` as an objective)
     measure_latency: bool = False
+
+
+def memory_budget(context: TrialContext, device: str) -> int:
+    """Bytes of images this trial may hold on ``device``: the run's ``--device-data-gb``, or half of the
+    trial's share of the memory free (its GPU fraction; on a CPU its threads over the node's cores)."""
+    import torch
+
+    from nas_attn.loader import default_memory_budget
+
+    if context.data.memory_budget is not None:
+        return context.data.memory_budget
+    cuda = device == "cuda"
+    share = (context.gpus_per_trial or 1.0) if cuda else context.threads / (os.cpu_count() or 1)
+    return default_memory_budget(torch.device(device), share)
 
 
 def _placement(threads: int) -> tuple[str, dict[str, str]]:
@@ -103,7 +123,8 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
             save_checkpoint(Path(folder), model.state_dict(), trial.arch)
             tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train_arch(arch, context.splits, context.recipe, seed=trial.seed, device=device, report=report)
+    train_arch(arch, context.data.open(), context.recipe, seed=trial.seed, device=device, report=report,
+               memory_budget=memory_budget(context, device))
 
 
 def _latency(arch, device: str) -> float:
@@ -114,24 +135,28 @@ def _latency(arch, device: str) -> float:
                                     device), 4)
 
 
-def evaluate_checkpoint(arch_json: str, uri: str, run_dir: str, splits: Splits, threads: int) -> float:
-    """Test accuracy of a trial's final weights (a Ray task: runs where the resources are)."""
-    import torch
+def evaluate_checkpoint(arch_json: str, uri: str, run_dir: str, context: TrialContext) -> dict[str, float]:
+    """Top-1 and top-5 test accuracy of a trial's final weights (a Ray task: runs where the resources are)."""
 
     from nas_attn.arch import Arch
     from nas_attn.checkpoints import load_weights
-    from nas_attn.train import test_accuracy
+    from nas_attn.train import pick_device, test_accuracy
 
-    torch.set_num_threads(max(1, threads))
-    return test_accuracy(Arch.from_json(arch_json), load_weights(uri, Path(run_dir)), splits)
+    _prepare(context)
+    device = pick_device()
+    weights = load_weights(uri, Path(run_dir))
+    scores = test_accuracy(Arch.from_json(arch_json), weights, context.data.open(), device,
+                           memory_budget=memory_budget(context, device.type))
+    return {"test_acc": scores.top1, "test_top5": scores.top5}
 
 
 def retrain(arch_json: str, context: TrialContext, seed: int) -> tuple[float, float]:
     """(validation, test) accuracy of the arch trained again with ``seed`` (``--reevaluate-front``)."""
     from nas_attn.arch import Arch
-    from nas_attn.train import test_accuracy, train_arch
+    from nas_attn.train import pick_device, test_accuracy, train_arch
 
     _prepare(context)
-    arch = Arch.from_json(arch_json)
-    res = train_arch(arch, context.splits, context.recipe, seed=seed, keep_weights=True)
-    return res.history[-1].val_acc, test_accuracy(arch, res.state_dict, context.splits)
+    arch, splits, device = Arch.from_json(arch_json), context.data.open(), pick_device()
+    budget = memory_budget(context, device.type)
+    res = train_arch(arch, splits, context.recipe, seed=seed, device=device, keep_weights=True, memory_budget=budget)
+    return res.history[-1].val_acc, test_accuracy(arch, res.state_dict, splits, device, memory_budget=budget).top1

@@ -5,7 +5,8 @@ from conftest import SHARED_FMNIST
 
 from nas_attn.data import load_dataset, make_splits, read_idx, stratified_split
 from nas_attn.errors import DataError
-from nas_attn.train import DeviceData, augment, recalibrate_batchnorm
+from nas_attn.loader import DeviceData
+from nas_attn.train import Preprocess, augment, recalibrate_batchnorm
 
 
 def test_bundled_sample_is_a_stratified_fashion_mnist_sample(monkeypatch, tmp_path):
@@ -75,8 +76,9 @@ def test_augment_crops_and_flips_on_device():
 def test_batchnorm_recalibration_uses_exact_batch_statistics():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
     x = np.random.default_rng(0).integers(0, 255, (64, 1, 8, 8), dtype=np.uint8)
-    data = DeviceData(x, np.zeros(64, dtype=np.int64), (0.5,), (0.25,), torch.device("cpu"))
-    recalibrate_batchnorm(model, data, 64, 64, torch.device("cpu"))
-    feats = model[0](data.normalise(data.x))
+    data = DeviceData(x, np.zeros(64, dtype=np.int64), torch.device("cpu"))
+    prep = Preprocess((0.5,), (0.25,), 8, torch.device("cpu"))
+    recalibrate_batchnorm(model, data, 64, 64, torch.device("cpu"), prep)
+    feats = model[0](prep(data.x))
     torch.testing.assert_close(model[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert model[1].momentum == 0.1

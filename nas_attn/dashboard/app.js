@@ -108,10 +108,11 @@
       "trial " + t.trial;
     const rows = [["status", t.status + (t.on_front ? " (on the front)" : "")], ["placements", t.placements],
       ["val acc (final)", fmt(t.val_acc_final, 4)], ["val acc (best)", fmt(t.val_acc_best, 4)],
-      ["test acc", fmt(t.test_acc, 4)], ["MFLOPs", t.flops === null ? "-" : (t.flops / 1e6).toFixed(2)],
+      ["val top-5 (final)", fmt(t.val_top5_final, 4)], ["test acc", fmt(t.test_acc, 4)],
+      ["test top-5", fmt(t.test_top5, 4)], ["MFLOPs", t.flops === null ? "-" : (t.flops / 1e6).toFixed(2)],
       ["params", t.params === null ? "-" : t.params.toLocaleString("en")], ["epochs", fmt(t.epochs_run, 0)],
       ["seed", fmt(t.seed, 0)], ["wall s", fmt(t.wall_s, 1)], ["device", fmt(t.device)], ["reason", t.reason || ""]];
-    if (t.latency_ms !== null) rows.splice(6, 0, ["latency ms", fmt(t.latency_ms, 3)]);
+    if (t.latency_ms !== null) rows.splice(8, 0, ["latency ms", fmt(t.latency_ms, 3)]);
     const table = document.getElementById("detail-metrics");
     table.innerHTML = "";
     rows.forEach(([k, v]) => { const tr = table.insertRow(); tr.insertCell().textContent = k;

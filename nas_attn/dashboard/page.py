@@ -80,7 +80,8 @@ def _trial_payload(r: dict[str, Any], front: set[int]) -> dict[str, Any]:
         "placements": r.get("placements"), "marks": marks, "params": _clean(r.get("params")),
         "flops": _clean(r.get("flops")), "latency_ms": _clean(r.get("latency_ms")),
         "val_acc_final": _clean(r.get("val_acc_final")), "val_acc_best": _clean(r.get("val_acc_best")),
-        "test_acc": _clean(r.get("test_acc")), "epochs_run": _clean(r.get("epochs_run")),
+        "test_acc": _clean(r.get("test_acc")), "val_top5_final": _clean(r.get("val_top5_final")),
+        "test_top5": _clean(r.get("test_top5")), "epochs_run": _clean(r.get("epochs_run")),
         "seed": _clean(r.get("seed")), "wall_s": _clean(r.get("wall_s")), "device": _clean(r.get("device")),
         "node": _clean(r.get("node")), "arch": arch.to_dict(), "on_front": int(r["trial"]) in front,
     }
@@ -146,19 +147,25 @@ def _stack(runs: list[RunData], table: str) -> pd.DataFrame:
 def _columns(all_trials: pd.DataFrame, all_front: pd.DataFrame, multi: bool):
     """(front table's, all-trials table's) columns: (key, heading)."""
     run_col = [("run", "run")] if multi else []
-    latency = [("latency_ms", "latency ms")] if "latency_ms" in all_trials and all_trials["latency_ms"].notna().any() \
-        else []
-    front_cols = run_col + [("trial", "trial"), ("val_acc_final", "val acc"), ("test_acc", "test acc"),
-                            ("flops", "MFLOPs"), *latency, ("params", "params"), ("placements", "placements")]
+    latency = [("latency_ms", "latency ms")] if _measured(all_trials, "latency_ms") else []
+    top5 = [("val_top5_final", "val top-5")] if _measured(all_trials, "val_top5_final") else []
+    test_top5 = [("test_top5", "test top-5")] if _measured(all_front, "test_top5") else []
+    front_cols = run_col + [("trial", "trial"), ("val_acc_final", "val acc"), *top5, ("test_acc", "test acc"),
+                            *test_top5, ("flops", "MFLOPs"), *latency, ("params", "params"), ("placements", "placements")]
     if "reeval_val_mean" in all_front:
         front_cols += [("reeval_seeds", "re-eval seeds"), ("reeval_val_mean", "re-eval val mean"),
                        ("reeval_val_std", "± std"), ("reeval_test_mean", "re-eval test mean"),
                        ("reeval_test_std", "± std")]
     trial_cols = run_col + [("trial", "trial"), ("status", "status"), ("val_acc_final", "val acc"),
-                            ("val_acc_best", "best val acc"), ("flops", "MFLOPs"), *latency, ("params", "params"),
+                            ("val_acc_best", "best val acc"), *top5, ("flops", "MFLOPs"), *latency, ("params", "params"),
                             ("epochs_run", "epochs"), ("wall_s", "wall s"), ("placements", "placements"),
                             ("reason", "reason")]
     return front_cols, trial_cols
+
+
+def _measured(df: pd.DataFrame, column: str) -> bool:
+    """Whether any row has ``column`` (runs recorded before it existed, or with it unmeasured, do not)."""
+    return column in df and df[column].notna().any()
 
 
 def _run_line(r: RunData) -> str:
