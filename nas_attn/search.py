@@ -206,7 +206,8 @@ def _handle(ds: Dataset, space: SearchSpace, options: SearchOptions | None = Non
     """What the trials of ``space`` open: the cache entry, the split, the device-memory budget."""
     from nas_attn.data import SplitSpec
 
-    split = SplitSpec(space.dataset.val_fraction, space.recipe.seed, space.train_subset, space.val_subset)
+    split = SplitSpec(space.dataset.val_fraction, space.recipe.seed, space.train_subset, space.val_subset,
+                      space.test_subset)
     gb = options.device_data_gb if options is not None else None
     return ds.handle(split, None if gb is None else int(gb * 1e9))
 
@@ -265,7 +266,7 @@ def _execute(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], sto
     space, res = plan.space, plan.resources
     train, val, test = data.sizes
     say(f"split: {train} train / {val} validation images (seed {space.recipe.seed}); "
-        f"test set ({test}) kept for the final front")
+        f"test set ({test}{', a stratified subset' if space.test_subset else ''}) kept for the final front")
     if plan.budget_note:
         say(plan.budget_note)
     say(space.summary() + f"; {res.concurrency} at once, {res.cpus_per_trial:g} CPU + {res.gpus_per_trial:g} GPU each")

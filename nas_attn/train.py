@@ -15,9 +15,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from nas_attn.arch import Arch, build_model
-from nas_attn.augment import centre_crop, pad_crop_flip, random_resized_crop
 from nas_attn.data import Splits
-from nas_attn.loader import DeviceImages, StreamedImages, batch_slices, default_memory_budget, device_images
+from nas_attn.data.augment import centre_crop, pad_crop_flip, random_resized_crop
+from nas_attn.data.loader import DeviceImages, StreamedImages, batch_slices, default_memory_budget, device_images
 from nas_attn.recipe import Recipe
 from nas_attn.records import EpochStats
 
@@ -195,7 +195,7 @@ def train_arch(
 
     On CUDA: bf16 autocast and channels_last. ``report(stats, model)`` is called after every epoch (Ray
     Tune's report in a search; the last call may checkpoint the model). Images are held on the device when
-    they fit ``memory_budget`` bytes (default: :func:`~nas_attn.loader.default_memory_budget`), else
+    they fit ``memory_budget`` bytes (default: :func:`~nas_attn.data.loader.default_memory_budget`), else
     streamed from the cache. Raises :class:`TrialFailed` on a non-finite loss or when the device runs out
     of memory.
     """

@@ -45,7 +45,7 @@ def memory_budget(context: TrialContext, device: str) -> int:
     trial's share of the memory free (its GPU fraction; on a CPU its threads over the node's cores)."""
     import torch
 
-    from nas_attn.loader import default_memory_budget
+    from nas_attn.data.loader import default_memory_budget
 
     if context.data.memory_budget is not None:
         return context.data.memory_budget

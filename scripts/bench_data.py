@@ -112,7 +112,7 @@ def cache_build(root: Path, cache: Path, side: int) -> tuple[float, dict]:
 
 def draft_effect(root: Path, side: int, sample: int = 300) -> dict:
     """Single-process decode rate of ``sample`` files at ``side`` px with and without ``Image.draft``."""
-    from nas_attn.decode import decode_image
+    from nas_attn.data.decode import decode_image
 
     files = sorted((root / "train").rglob("*.jpg"))[:sample]
     rates = {}
@@ -209,7 +209,7 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from nas_attn.decode import default_workers
+    from nas_attn.data.decode import default_workers
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": default_workers(), "memory_gib": round(mem, 1), "python": platform.python_version()}

@@ -41,12 +41,12 @@ def test_cluster_config_passes_rays_validation(name):
 
 CLUSTER_SPACE = """
 backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 600, val_subset: 200}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 600, val_subset: 200, test_subset: 200}
 search: {positions: [14, 17], modules: [none, ulsam], groups: [2, 4], ops: [insert, substitute]}
 sampler: {name: random, seed: 0}
 budget: {trials: 4, concurrency: 2}
 resources: {cpu: 1, gpu: 0}
-train: {epochs: 3, batch_size: 32, lr: 0.05, bn_recalibration: 256}
+train: {epochs: 2, batch_size: 32, lr: 0.05, bn_recalibration: 256}
 """
 
 

@@ -122,7 +122,7 @@ def test_empty_run_gives_a_readable_page(tmp_path):
 ONLY_FAILURES = """
 imports: [failing_attention]
 backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
 search: {positions: [17], modules: [explode], include_vanilla: false}
 sampler: {name: random, seed: 0}
 budget: {trials: 2, concurrency: 2}

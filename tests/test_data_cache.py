@@ -16,11 +16,11 @@ from conftest import REPO
 from imagetrees import make_cifar_archive, make_tree
 from PIL import Image
 
-from nas_attn.augment import centre_crop, random_resized_crop, resize_boxes, sample_boxes
 from nas_attn.data import DataSource, ImageSet, SplitSpec, load_dataset, make_splits, stored_side
-from nas_attn.decode import decode_image
+from nas_attn.data.augment import centre_crop, random_resized_crop, resize_boxes, sample_boxes
+from nas_attn.data.decode import decode_image
+from nas_attn.data.loader import DeviceData, StreamedImages, batch_slices
 from nas_attn.errors import DataError
-from nas_attn.loader import DeviceData, StreamedImages, batch_slices
 from nas_attn.recipe import Recipe
 from nas_attn.train import correct_counts, make_scheduler
 
@@ -40,7 +40,7 @@ def _files_in_order(files):
 
 def test_tree_decoded_once_on_all_cores_then_reused(tree, tmp_path, monkeypatch):
     root, files = tree
-    monkeypatch.setattr("nas_attn.decode.CHUNK", 4)  # several tasks, so that the process pool is used
+    monkeypatch.setattr("nas_attn.data.decode.CHUNK", 4)  # several tasks, so that the process pool is used
     ds = load_dataset("imagefolder", root, 48, cache_dir=tmp_path, workers=2, quiet=True)
     assert ds.cache.built and ds.train_x.shape == (24, 3, 48, 48) and ds.test_x.shape == (9, 3, 48, 48)
     assert ds.num_classes == 3 and np.bincount(ds.train_y).tolist() == [8, 8, 8]  # the empty class left out

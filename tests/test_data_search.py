@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from imagetrees import make_tree
@@ -43,8 +44,11 @@ def test_finegrained_space_searches_a_224px_tree_end_to_end_on_the_cpu_budget(tm
     assert data["stored_side"] == 256 and data["input_size"] == 224 and data["test"] == 12
     assert data["train"] + data["val"] == 40 and data["cache"].startswith(str(cache))
     assert manifest["recipe"]["augment"] == "random_resized_crop"
+    assert (trials["val_top5_final"] == 1).all()  # four classes: the right one is always among the top five
     front = pd.read_csv(run / "front.csv")
-    assert len(front) >= 1 and front["test_acc"].between(0, 1).all()
+    assert len(front) >= 1 and front["test_acc"].between(0, 1).all() and (front["test_top5"] == 1).all()
+    with np.load(run / "heatmaps" / "images.npz") as z:  # centre crops of the 256-px stored images
+        assert z["images"].shape[1:] == (3, 224, 224)
     again = search("--space", "mobilenetv2_ulsam_finegrained", "--dataset", "imagefolder", "--data-root", root,
                    "--results-dir", results, "--cache-dir", cache, "--trials", 1, "--epochs", 1, timeout=300)
     assert again.returncode == 0 and "(reused)" in again.stdout

@@ -4,8 +4,8 @@ import torch
 from conftest import SHARED_FMNIST
 
 from nas_attn.data import load_dataset, make_splits, read_idx, stratified_split
+from nas_attn.data.loader import DeviceData
 from nas_attn.errors import DataError
-from nas_attn.loader import DeviceData
 from nas_attn.train import Preprocess, augment, recalibrate_batchnorm
 
 
@@ -58,6 +58,10 @@ def test_make_splits_subsets_keep_classes_balanced():
     s = make_splits(ds, 0.1, 0, train_subset=500, val_subset=200)
     assert len(s.train_y) == 500 and len(s.val_y) == 200 and np.bincount(s.val_y).tolist() == [20] * 10
     assert s.train_x.shape[1:] == (1, 32, 32) and len(s.test_y) == 2000
+    t = make_splits(ds, 0.1, 0, test_subset=300)
+    assert np.bincount(t.test_y).tolist() == [30] * 10 and len(t.test_x) == 300
+    assert np.array_equal(t.test_x, ds.test_x[t.test.rows]) and np.array_equal(t.test_y, np.asarray(ds.test_y)[t.test.rows])
+    assert np.array_equal(make_splits(ds, 0.1, 0, test_subset=300).test.rows, t.test.rows)  # seeded
 
 
 def test_augment_crops_and_flips_on_device():

@@ -26,6 +26,7 @@ def test_smoke_run_leaves_every_result_file(smoke_run):
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "finished" and m["space_sha256"] and m["versions"]["optuna"] and m["attempts"][0]["ended"]
     assert "bundled stratified sample" in m["dataset"]["source"] and m["dataset"]["train"] == 600
+    assert m["dataset"]["test"] == 500 and "test set (500, a stratified subset)" in r.stdout  # cpu_budget.test_subset
     assert "data: fashion_mnist from bundled stratified sample" in r.stdout and "12000 train / 2000 test" in r.stdout
     assert "Pareto front" in r.stdout and f"results: {run}" in r.stdout and "trials 4/4 done" in r.stdout
     # no GPU here: the space's cpu_budget ran instead of its full budget (6 trials x 2 epochs at width 0.5)
@@ -72,7 +73,7 @@ def test_smoke_front_is_non_dominated_and_rebuilds(smoke_run):
 ASHA_AND_FAILURE = """
 imports: [failing_attention]
 backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 400, val_subset: 200}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 400, val_subset: 200, test_subset: 200}
 search:
   positions: [14, 17]
   modules: [none, ulsam]
@@ -119,7 +120,7 @@ def test_asha_stops_are_pruned_failures_are_recorded_and_the_run_completes(tmp_p
 
 KILL_RESUME = """
 backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 400, val_subset: 200}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 400, val_subset: 200, test_subset: 200}
 search: {positions: [14, 17], modules: [none, ulsam], groups: [2, 4], ops: [insert, substitute]}
 sampler: {name: nsga2, seed: 0, population_size: 4}
 budget: {trials: 5, concurrency: 1}

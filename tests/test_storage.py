@@ -135,7 +135,7 @@ def test_one_writer_per_run_folder_and_the_os_releases_a_dead_holder(tmp_path):
 
 SPACE = """
 backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
 search: {positions: [17], modules: [none, ulsam], groups: [2]}
 budget: {trials: 1}
 resources: {cpu: 1, gpu: 0}

@@ -151,15 +151,16 @@ def _columns(all_trials: pd.DataFrame, all_front: pd.DataFrame, multi: bool):
     top5 = [("val_top5_final", "val top-5")] if _measured(all_trials, "val_top5_final") else []
     test_top5 = [("test_top5", "test top-5")] if _measured(all_front, "test_top5") else []
     front_cols = run_col + [("trial", "trial"), ("val_acc_final", "val acc"), *top5, ("test_acc", "test acc"),
-                            *test_top5, ("flops", "MFLOPs"), *latency, ("params", "params"), ("placements", "placements")]
+                            *test_top5, ("flops", "MFLOPs"), *latency, ("params", "params"),
+                            ("placements", "placements")]
     if "reeval_val_mean" in all_front:
         front_cols += [("reeval_seeds", "re-eval seeds"), ("reeval_val_mean", "re-eval val mean"),
                        ("reeval_val_std", "± std"), ("reeval_test_mean", "re-eval test mean"),
                        ("reeval_test_std", "± std")]
     trial_cols = run_col + [("trial", "trial"), ("status", "status"), ("val_acc_final", "val acc"),
-                            ("val_acc_best", "best val acc"), *top5, ("flops", "MFLOPs"), *latency, ("params", "params"),
-                            ("epochs_run", "epochs"), ("wall_s", "wall s"), ("placements", "placements"),
-                            ("reason", "reason")]
+                            ("val_acc_best", "best val acc"), *top5, ("flops", "MFLOPs"), *latency,
+                            ("params", "params"), ("epochs_run", "epochs"), ("wall_s", "wall s"),
+                            ("placements", "placements"), ("reason", "reason")]
     return front_cols, trial_cols
 
 

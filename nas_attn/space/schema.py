@@ -57,6 +57,8 @@ class DatasetSection(Section):
     val_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.1
     train_subset: Annotated[int, Field(ge=2)] | None = None
     val_subset: Annotated[int, Field(ge=1)] | None = None
+    #: a stratified subset of the test set for the front's test figures (quick runs; the manifest records it)
+    test_subset: Annotated[int, Field(ge=1)] | None = None
 
 
 class Choices(Section):
@@ -160,6 +162,8 @@ class CpuBudgetSection(Section):
     epochs: Annotated[int, Field(ge=1)] | None = None
     train_subset: Annotated[int, Field(ge=2)] | None = None
     val_subset: Annotated[int, Field(ge=1)] | None = None
+    #: a stratified subset of the test set for the front's test figures (quick runs; the manifest records it)
+    test_subset: Annotated[int, Field(ge=1)] | None = None
     width: Annotated[float, Field(gt=0, le=MAX_WIDTH, allow_inf_nan=False)] | None = None
     batch_size: Annotated[int, Field(ge=2)] | None = None
     lr: PositiveFinite | None = None

@@ -85,6 +85,7 @@ class SearchSpace:
     sampler_seed: int
     train_subset: int | None
     val_subset: int | None
+    test_subset: int | None = None
     #: ASHA's grace period (the CPU budget's when that applies); ``None`` without early stopping
     asha_grace_period: int | None = None
     cpu_budget_applied: bool = False
@@ -164,6 +165,7 @@ class SearchSpace:
             sampler=_first(s.sampler, self.sampler), sampler_seed=_first(s.seed, self.sampler_seed),
             train_subset=_first(budget.get("train_subset"), self.train_subset),
             val_subset=_first(budget.get("val_subset"), self.val_subset),
+            test_subset=_first(budget.get("test_subset"), self.test_subset),
             asha_grace_period=budget.get("grace_period", self.asha_grace_period) if self.asha else None,
             cpu_budget_applied=bool(budget))
 
@@ -291,7 +293,7 @@ def _compile(file: SpaceFile, path: Path, sha: str) -> SearchSpace:
         recipe=file.train, trials=file.budget.trials, concurrency=file.budget.concurrency,
         cpus_per_trial=float(file.resources.cpu), gpus_per_trial=float(file.resources.gpu),
         sampler=file.sampler.name, sampler_seed=file.sampler.seed, train_subset=file.dataset.train_subset,
-        val_subset=file.dataset.val_subset, warnings=tuple(warnings),
+        val_subset=file.dataset.val_subset, test_subset=file.dataset.test_subset, warnings=tuple(warnings),
         asha_grace_period=file.early_stopping.grace_period if file.early_stopping else None)
 
 

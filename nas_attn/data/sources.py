@@ -1,7 +1,7 @@
 """What fills a cache entry: datasets held as arrays (Fashion-MNIST, CIFAR) and ``ImageFolder`` trees.
 
 Each source is found by :mod:`nas_attn.data`, described by a :class:`Found` (what keys the cache, how to
-build the entry), and built here into an :class:`~nas_attn.cache.EntryWriter`.
+build the entry), and built here into an :class:`~nas_attn.data.cache.EntryWriter`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from nas_attn.cache import EntryMeta, EntryWriter
-from nas_attn.decode import FolderListing, Target, decode_all, list_image_folder
+from nas_attn.data.cache import EntryMeta, EntryWriter
+from nas_attn.data.decode import FolderListing, Target, decode_all, list_image_folder
 from nas_attn.errors import DataError
 
 #: images sampled for the per-channel mean and std (every k-th training image, as many as this or more) …

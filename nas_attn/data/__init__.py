@@ -1,6 +1,6 @@
-"""Datasets → a decoded cache on local disk → the splits a trial trains, validates and tests on (SPEC section 6).
+"""Datasets → a decoded cache on local disk → the splits a trial trains, validates and tests on (docs/data.md).
 
-Each dataset is decoded once into uint8 arrays ``(N, C, S, S)`` (:mod:`nas_attn.cache`, under
+Each dataset is decoded once into uint8 arrays ``(N, C, S, S)`` (:mod:`nas_attn.data.cache`, under
 ``$XDG_CACHE_HOME/nas_attn/decoded`` unless ``cache_dir`` says otherwise) and memory-mapped by every later
 run. :func:`load_dataset` finds the source, builds or opens its entry and returns a :class:`Dataset`;
 :func:`make_splits` carves the seeded, stratified validation split from the training set (row indices, no
@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nas_attn.cache import CacheEntry, digest, file_digest, open_or_build, read_entry
-from nas_attn.errors import DataError
-from nas_attn.sources import (
+from nas_attn.data.cache import CacheEntry, digest, file_digest, open_or_build, read_entry
+from nas_attn.data.sources import (
     Arrays,
     FolderTree,
     Found,
@@ -35,8 +34,9 @@ from nas_attn.sources import (
     folder_builder,
     read_cifar,
 )
+from nas_attn.errors import DataError
 
-BUNDLED_DIR = Path(__file__).parent / "_bundled"
+BUNDLED_DIR = Path(__file__).parent.parent / "_bundled"
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 #: the user cache: torchvision downloads land here, decoded datasets under ``decoded/``
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nas_attn"
@@ -115,7 +115,8 @@ class Dataset:
         """What a trial needs to open this dataset's ``split`` on its node (small, picklable)."""
         if self.origin is None or self.cache is None:
             raise ValueError("a dataset made by hand has no cache entry to hand to trials")
-        splits = make_splits(self, split.val_fraction, split.seed, split.train_subset, split.val_subset)
+        splits = make_splits(self, split.val_fraction, split.seed, split.train_subset, split.val_subset,
+                             split.test_subset)
         return DataHandle(self.origin, self.cache.meta.key, split, self.num_classes, self.in_chans, self.side,
                           tuple(self.mean), tuple(self.std), (len(splits.train), len(splits.val), len(splits.test)),
                           memory_budget)
@@ -205,6 +206,7 @@ class SplitSpec:
     seed: int = 0
     train_subset: int | None = None
     val_subset: int | None = None
+    test_subset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ class DataHandle:
 @functools.lru_cache(maxsize=4)
 def _open_splits(source: DataSource, key: str, split: SplitSpec) -> Splits:
     ds = _open_by_key(source, key)
-    return make_splits(ds, split.val_fraction, split.seed, split.train_subset, split.val_subset)
+    return make_splits(ds, split.val_fraction, split.seed, split.train_subset, split.val_subset, split.test_subset)
 
 
 def _open_by_key(source: DataSource, key: str) -> Dataset:
@@ -486,8 +488,9 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def make_splits(ds: Dataset, val_fraction: float = 0.1, seed: int = 0, train_subset: int | None = None,
-                val_subset: int | None = None) -> Splits:
-    """The seeded stratified validation split, optionally with stratified subsets (for small budgets).
+                val_subset: int | None = None, test_subset: int | None = None) -> Splits:
+    """The seeded stratified validation split, optionally with stratified subsets of the training, validation
+    and test sets (for small budgets).
 
     The splits index the dataset's arrays (no images are copied).
     """
@@ -498,5 +501,10 @@ def make_splits(ds: Dataset, val_fraction: float = 0.1, seed: int = 0, train_sub
     if val_subset and val_subset < len(val):
         _, keep = stratified_split(ds.train_y[val], val_subset / len(val), seed + 2)
         val = val[keep]
+    test_y = np.asarray(ds.test_y)
+    test = ImageSet(ds.test_x, test_y)
+    if test_subset and test_subset < len(test_y):
+        _, keep = stratified_split(test_y, test_subset / len(test_y), seed + 3)
+        test = ImageSet(ds.test_x, test_y[keep], keep)
     return Splits(ImageSet(ds.train_x, ds.train_y[rest], rest), ImageSet(ds.train_x, ds.train_y[val], val),
-                  ImageSet(ds.test_x, np.asarray(ds.test_y)), ds.num_classes, tuple(ds.mean), tuple(ds.std))
+                  test, ds.num_classes, tuple(ds.mean), tuple(ds.std))

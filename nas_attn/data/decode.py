@@ -1,7 +1,7 @@
 """Image files → square uint8 arrays, decoded in parallel straight into a memory-mapped file.
 
 Torch-free (PIL and numpy only), so that the decoding processes start fast. Used to fill the decoded-dataset
-cache (:mod:`nas_attn.cache`) from an ``ImageFolder`` tree.
+cache (:mod:`nas_attn.data.cache`) from an ``ImageFolder`` tree.
 """
 
 from __future__ import annotations
