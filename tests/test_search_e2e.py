@@ -89,6 +89,7 @@ early_stopping: {scheduler: asha, grace_period: 1, reduction_factor: 3}
 """
 
 
+@pytest.mark.slow
 def test_asha_stops_are_pruned_failures_are_recorded_and_the_run_completes(tmp_path):
     """Also: the study in an RDB (--storage sqlite:///…) instead of the run folder's journal."""
     space = write_space(tmp_path / "asha_fail.yaml", ASHA_AND_FAILURE)
@@ -125,7 +126,7 @@ search: {positions: [14, 17], modules: [none, ulsam], groups: [2, 4], ops: [inse
 sampler: {name: nsga2, seed: 0, population_size: 4}
 budget: {trials: 5, concurrency: 1}
 resources: {cpu: 1, gpu: 0}
-train: {epochs: 2, batch_size: 32, lr: 0.05, bn_recalibration: 256}
+train: {epochs: 1, batch_size: 32, lr: 0.05, bn_recalibration: 256}
 """
 
 
@@ -136,6 +137,7 @@ def _complete(run):
         return []
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_no_completed_trial(tmp_path):
     space = write_space(tmp_path / "resumable.yaml", textwrap.dedent(KILL_RESUME))
     results = tmp_path / "results"
