@@ -46,7 +46,7 @@ search: {positions: [14, 17], modules: [none, ulsam], groups: [2, 4], ops: [inse
 sampler: {name: random, seed: 0}
 budget: {trials: 4, concurrency: 2}
 resources: {cpu: 1, gpu: 0}
-train: {epochs: 2, batch_size: 32, lr: 0.05, bn_recalibration: 256}
+train: {epochs: 3, batch_size: 32, lr: 0.05, bn_recalibration: 256}
 """
 
 
