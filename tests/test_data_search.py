@@ -49,6 +49,5 @@ def test_finegrained_space_searches_a_224px_tree_end_to_end_on_the_cpu_budget(tm
     assert len(front) >= 1 and front["test_acc"].between(0, 1).all() and (front["test_top5"] == 1).all()
     with np.load(run / "heatmaps" / "images.npz") as z:  # centre crops of the 256-px stored images
         assert z["images"].shape[1:] == (3, 224, 224)
-    again = search("--space", "mobilenetv2_ulsam_finegrained", "--dataset", "imagefolder", "--data-root", root,
-                   "--results-dir", results, "--cache-dir", cache, "--trials", 1, "--epochs", 1, timeout=300)
-    assert again.returncode == 0 and "(reused)" in again.stdout
+    # one entry, decoded once, opened by the driver and every trial (reuse by a later run: test_data_cache.py)
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1

@@ -37,6 +37,8 @@ class DashboardServer(socketserver.TCPServer):
     """Serves ``/`` (the page), ``/version`` and ``/runs/<i>/<path>`` (run folder ``i``'s own files)."""
 
     allow_reuse_address = True
+    #: the listen backlog: ``socketserver``'s 5 makes a burst of connections wait on SYN retries (1 s, 3 s …)
+    request_queue_size = 128
 
     def __init__(self, address, run_dirs: list[str], watch: float | None, *, workers: int = 8,
                  idle_timeout: float = 10.0, request_timeout: float = 5.0) -> None:
