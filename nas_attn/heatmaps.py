@@ -27,11 +27,27 @@ FOLDER = "heatmaps"
 IMAGES = "images.npz"
 #: the last feature layer's label among a trial's heatmap layers
 FEATURES = "features"
+#: the class names of the named datasets, in label order (CIFAR-100: its ``fine_label_names``, which are sorted)
 CLASS_NAMES = {
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "cifar100": tuple(
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+        "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+        "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+        "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+        "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+        "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+        "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm".split()),
 }
+
+
+def class_names(dataset) -> tuple[str, ...]:
+    """A :class:`~nas_attn.data.Dataset`'s class names: an image folder's class folders, else the known names."""
+    classes = tuple(dataset.cache.meta.classes) if dataset.cache is not None else ()
+    names = classes or CLASS_NAMES.get(dataset.name, ())
+    return names if len(names) == dataset.num_classes else ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,12 @@ class HeatmapImages:
 
     def name(self, label: int) -> str:
         return self.class_names[label] if label < len(self.class_names) else str(label)
+
+    def drawn_on(self, heatmaps: TrialHeatmaps) -> bool:
+        """Whether ``heatmaps`` were made on these images (files older than the recorded indices: by count)."""
+        if heatmaps.indices is None:
+            return heatmaps.maps.shape[1] == len(self.indices)
+        return np.array_equal(heatmaps.indices, self.indices)
 
     def save(self, run_dir: Path) -> None:
         folder = Path(run_dir) / FOLDER
@@ -82,11 +104,14 @@ class TrialHeatmaps:
     maps: np.ndarray
     predicted: np.ndarray
     confidence: np.ndarray
+    #: the test-set indices of the images they were made on (``None`` in files written before it was recorded)
+    indices: np.ndarray | None = None
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / FOLDER / f"{self.trial}.npz"
+        extra = {} if self.indices is None else {"indices": self.indices}
         np.savez_compressed(path, layers=np.array(list(self.layers)), maps=self.maps, predicted=self.predicted,
-                            confidence=self.confidence)
+                            confidence=self.confidence, **extra)
         return path
 
     @classmethod
@@ -95,7 +120,8 @@ class TrialHeatmaps:
         if not path.is_file():
             return None
         with np.load(path) as z:
-            return cls(trial, tuple(str(s) for s in z["layers"]), z["maps"], z["predicted"], z["confidence"])
+            return cls(trial, tuple(str(s) for s in z["layers"]), z["maps"], z["predicted"], z["confidence"],
+                       z["indices"] if "indices" in z.files else None)
 
 
 def choose_images(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -110,15 +136,15 @@ def choose_images(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.array(chosen)
 
 
-def heatmap_images(test, mean, std, dataset: str, input_size: int, n: int = 8) -> HeatmapImages:
+def heatmap_images(test, mean, std, names: tuple[str, ...], input_size: int, n: int = 8) -> HeatmapImages:
     """``n`` stratified images of ``test`` (a :class:`~nas_attn.data.ImageSet`: only those rows are read),
-    centre-cropped to ``input_size`` as evaluation sees them."""
+    centre-cropped to ``input_size`` as evaluation sees them; ``names`` are the class names (may be empty)."""
     idx = choose_images(test.labels, n)
     x = test.read(idx)
     top, left = (x.shape[-2] - input_size + 1) // 2, (x.shape[-1] - input_size + 1) // 2  # as CenterCrop rounds
     x = x[..., top:top + input_size, left:left + input_size]
     return HeatmapImages(idx, np.ascontiguousarray(x), test.labels[idx], tuple(mean), tuple(std),
-                         tuple(CLASS_NAMES.get(dataset, ())))
+                         tuple(names))
 
 
 def run_heatmap_images(run_dir: Path, input_size: int, n: int) -> HeatmapImages:
@@ -131,7 +157,7 @@ def run_heatmap_images(run_dir: Path, input_size: int, n: int) -> HeatmapImages:
     root = source if source and Path(source).is_dir() else None
     ds = load_dataset(name, root, info.get("stored_side") or input_size, download=False, quiet=True)
     splits = make_splits(ds)
-    return heatmap_images(splits.test, splits.mean, splits.std, name, input_size, n)
+    return heatmap_images(splits.test, splits.mean, splits.std, class_names(ds), input_size, n)
 
 
 def target_layers(model) -> list[tuple[str, Any]]:
@@ -158,15 +184,25 @@ def compute_heatmaps(model, trial: int, images: HeatmapImages) -> TrialHeatmaps:
             maps.append(np.round(cam(input_tensor=x, targets=targets) * 255).astype(np.uint8))
         layers.append(label)
     confidence = probabilities.gather(1, predicted[:, None])[:, 0]
-    return TrialHeatmaps(trial, tuple(layers), np.stack(maps), predicted.numpy(), confidence.numpy())
+    return TrialHeatmaps(trial, tuple(layers), np.stack(maps), predicted.numpy(), confidence.numpy(), images.indices)
+
+
+def stored_trials(run_dir: Path) -> list[int]:
+    """The trials that have heatmaps in the run folder."""
+    return sorted(int(p.stem) for p in (Path(run_dir) / FOLDER).glob("*.npz") if p.stem.isdigit())
 
 
 def make_heatmaps(run_dir: Path, trials: list[int], images: HeatmapImages) -> list[Path]:
-    """Heatmaps of each of ``trials`` (their saved weights) on ``images``, written to the run folder."""
+    """Heatmaps of each of ``trials`` (their saved weights) on ``images``, written to the run folder.
+
+    Heatmaps already stored that were made on other images are made again on these, so that every trial in the
+    folder (the vanilla one above all, which the dashboard shows beside each) is drawn on the same images.
+    """
     from nas_attn.export import load_trial
 
+    stale = [t for t in stored_trials(run_dir) if not images.drawn_on(TrialHeatmaps.load(run_dir, t))]
     images.save(run_dir)
-    return [compute_heatmaps(load_trial(run_dir, t), t, images).save(run_dir) for t in trials]
+    return [compute_heatmaps(load_trial(run_dir, t), t, images).save(run_dir) for t in sorted({*trials, *stale})]
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray | None) -> np.ndarray:
@@ -198,7 +234,8 @@ def default_trials(run_dir: Path) -> list[int]:
 
 def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int) -> list[Path]:
     """``nas-attn heatmaps``: heatmaps of ``trials`` (default: vanilla and front) on ``n`` test images (the
-    run's recorded images when there are ``n`` of them, else chosen again from its dataset's test set)."""
+    run's recorded images when there are ``n`` of them, else chosen again from its dataset's test set, and then
+    the trials that already had heatmaps are drawn again on the new images too)."""
     from nas_attn.errors import NasAttnError
     from nas_attn.export import find_trial
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -127,6 +129,34 @@ def check_options_against_space(options: SearchOptions, space: SearchSpace) -> N
         check_gp_sampler()
 
 
+def local_ray(options: SearchOptions) -> bool:
+    """Whether the search starts its own Ray on this machine (no ``--address``, no ``$RAY_ADDRESS``)."""
+    return not (options.address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_local_resources(options: SearchOptions, space: SearchSpace, cpus: float, gpus: float | None) -> None:
+    """Refuse per-trial resources beyond a local Ray's ``cpus`` and ``gpus`` (``None``: not known): Ray would
+    wait for them forever, the run folder written. A cluster may add nodes as trials ask, so it is not checked."""
+    if not local_ray(options):
+        return
+    for kind, flag, key, have in (("CPU", "cpus_per_trial", "cpu", cpus), ("GPU", "gpus_per_trial", "gpu", gpus)):
+        given = getattr(options, flag)
+        need = given if given is not None else getattr(space, flag)
+        if have is not None and have > 0 and need > have:  # no GPU at all: the plan runs the trials on CPUs
+            where = f"--{flag.replace('_', '-')} {need:g}" if given is not None else \
+                f"{space.path.name}: resources.{key} {need:g}"
+            raise NasAttnError(f"{where}: more {kind}s per trial than this machine has ({have:g}); a local Ray "
+                               f"would wait for them forever (lower it, or join a cluster with --address)")
+
+
+def machine_resources() -> tuple[float, float | None]:
+    """This machine's CPUs, and its GPUs when torch is already imported (else ``None``: importing it here
+    would cost seconds before any check; :func:`make_plan` checks against Ray's count)."""
+    torch = sys.modules.get("torch")
+    gpus = float(torch.cuda.device_count()) if torch is not None else None
+    return float(os.cpu_count() or 1), gpus
+
+
 def check_gp_sampler() -> None:
     """Refuse, before anything runs, Optuna's GPSampler where it cannot run."""
     import importlib.util
@@ -150,6 +180,8 @@ class DatasetInfo:
     #: the decoded cache entry, and the side its images are stored at
     cache: str = ""
     side: int = 0
+    #: in label order, where known (``nas_attn.heatmaps.class_names``); labels show as numbers otherwise
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +236,7 @@ def make_plan(options: SearchOptions, space: SearchSpace, run: RunFolder, data: 
     Without a GPU the space's CPU budget applies unless ``--full-budget``; flags win over both.
     """
     gpus = float(cluster.get("GPU", 0))
+    check_local_resources(options, space, float(cluster.get("CPU", 0)), gpus)
     cpu_budget = gpus == 0 and not options.full_budget and space.file.cpu_budget is not None
     run_space = space.for_run(options.run_settings(), cpu_budget=cpu_budget, num_classes=data.num_classes,
                               in_chans=data.in_chans)

@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from nas_attn.cli import OneLineArgumentParser, run_cli
 from nas_attn.errors import NasAttnError
-from nas_attn.plan import DatasetInfo, SearchOptions, SearchPlan, check_options_against_space, make_plan
-from nas_attn.runfolder import RAY_LOG, SPACE_COPY, check_resumable, resolve_run_folder
+from nas_attn.plan import (
+    DatasetInfo,
+    SearchOptions,
+    SearchPlan,
+    check_local_resources,
+    check_options_against_space,
+    machine_resources,
+    make_plan,
+)
+from nas_attn.runfolder import RAY_LOG, SPACE_COPY, RunFolder, check_resumable, resolve_run_folder
 from nas_attn.space import SAMPLERS, SearchSpace, load_space
 from nas_attn.storage import JournalWriteError, RunLock
 
@@ -117,16 +125,32 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     say = _sayer(options.quiet)
     space_ = load_space(options.space, dataset=options.dataset)
     check_options_against_space(options, space_)
+    check_local_resources(options, space_, *machine_resources())
     run = resolve_run_folder(options.results_dir, space_.name, options.run_id, options.resume)
     # a run folder that exists is locked at once: a second search on it stops here, before Ray starts
     lock = RunLock(run.path).acquire() if run.path.is_dir() else RunLock(run.path)
     try:
         check_resumable(run, space_.path, space_.sha256)
+        _check_run_files(run, options)
         for warning in space_.warnings:
             say(f"warning: {space_.path.name}: {warning}")
         return _run_locked(options, space_, run, lock, say)
     finally:
         lock.release()
+
+
+def _check_run_files(run: RunFolder, options: SearchOptions) -> None:
+    """A run folder's files, read as the search will read them but writing nothing, before Ray starts: damage
+    is one line now, not after Ray started or the trials trained."""
+    from nas_attn.results import load_front_eval
+    from nas_attn.storage import check_journal, check_study_present
+
+    manifest = run.read_manifest()
+    if not options.storage:
+        check_journal(run.journal)
+        if run.resuming:
+            check_study_present(run.path, run.journal, manifest)
+    load_front_eval(run.path)
 
 
 def _run_locked(options: SearchOptions, space: SearchSpace, run, lock: RunLock, say) -> SearchResult:
@@ -213,8 +237,10 @@ def _handle(ds: Dataset, space: SearchSpace, options: SearchOptions | None = Non
 
 
 def _dataset_info(ds: Dataset) -> DatasetInfo:
+    from nas_attn.heatmaps import class_names
+
     return DatasetInfo(ds.name, ds.source, ds.num_classes, ds.in_chans, str(ds.cache.path) if ds.cache else "",
-                       ds.side)
+                       ds.side, class_names(ds))
 
 
 # -- Ray ----------------------------------------------------------------------------------------------------
@@ -257,11 +283,7 @@ def _probe(address: str) -> None:
 
 def _execute(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], stop: StopRequest,
              lock: RunLock) -> SearchResult:
-    from nas_attn.manifest import end_attempt, start_attempt
-    from nas_attn.results import export
-    from nas_attn.stopping import SearchInterrupted
-    from nas_attn.study import open_study
-    from nas_attn.trial import TrialContext
+    from nas_attn.manifest import start_attempt
 
     space, res = plan.space, plan.resources
     train, val, test = data.sizes
@@ -274,6 +296,23 @@ def _execute(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], sto
     stop.immediate = False  # from here on a signal asks for a clean stop
     storage, storage_url = _open_storage(plan)
     manifest = start_attempt(plan, storage_url, data)
+    try:
+        return _attempt(plan, storage, manifest, data, say, stop)
+    except Exception as exc:
+        _close_failed(plan, manifest, exc)
+        raise
+
+
+def _attempt(plan: SearchPlan, storage, manifest: dict, data: DataHandle, say: Callable[[str], None],
+             stop: StopRequest) -> SearchResult:
+    """The attempt just recorded in ``manifest``: the study, the trials, the front, the tables."""
+    from nas_attn.manifest import end_attempt
+    from nas_attn.results import export
+    from nas_attn.stopping import SearchInterrupted
+    from nas_attn.study import open_study
+    from nas_attn.trial import TrialContext
+
+    space, res = plan.space, plan.resources
     study = open_study(plan, storage)
     context = TrialContext(space.recipe, data, space.imports, res.threads, res.gpus_per_trial,
                            measure_latency="latency_ms" in space.objectives)
@@ -291,6 +330,20 @@ def _execute(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], sto
     end_attempt(plan, manifest, "finished", search_s=round(time.time() - t0, 1),
                 counts=trials["status"].value_counts().to_dict() if len(trials) else {})
     return SearchResult(plan.run.path, trials, front)
+
+
+def _close_failed(plan: SearchPlan, manifest: dict, exc: Exception) -> None:
+    """An error ended the attempt: record it as failed, so that the run folder does not look still running
+    (a write failure has closed it already)."""
+    from nas_attn.manifest import end_attempt
+
+    if manifest.get("status") != "running":
+        return
+    reason = str(exc) if isinstance(exc, NasAttnError) else f"{type(exc).__name__}: {exc}"
+    try:  # the error that ended the search is the one to report, not a second one here
+        end_attempt(plan, manifest, "failed", reason=reason)
+    except OSError:
+        pass
 
 
 def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Callable[[str], None],
@@ -453,8 +506,8 @@ def _make_heatmaps(plan: SearchPlan, study, splits: Splits, say: Callable[[str],
     trials = heatmap_trials(trials_table(study))
     if not trials:
         return
-    chosen = heatmap_images(splits.test, splits.mean, splits.std, plan.dataset.name, plan.space.base.input_size,
-                            images)
+    chosen = heatmap_images(splits.test, splits.mean, splits.std, plan.dataset.class_names,
+                            plan.space.base.input_size, images)
     try:
         make_heatmaps(plan.run.path, trials, chosen)
     except NasAttnError as exc:  # e.g. weights on a worker's disk the driver cannot read: the rest stands

@@ -37,19 +37,59 @@ def test_two_different_archs_look_at_different_places(smoke_run):
 
 
 def test_heatmaps_command_makes_them_for_chosen_trials(smoke_run, tmp_path):
+    """On other images than the search's (4, not 8): the trials that had heatmaps are drawn again on the new
+    images too, so the dashboard shows every trial beside the vanilla one on the same images."""
     import shutil
+
+    from nas_attn.dashboard.page import _heatmap_payload
+    from nas_attn.dashboard.rundata import load_run
 
     run, _ = smoke_run
     copy = tmp_path / "run"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("heatmaps"))
+    shutil.copytree(run, copy)
     (copy / "tune").unlink() if (copy / "tune").is_symlink() else None
-    trials = pd.read_parquet(copy / "trials.parquet")
-    some = [int(t) for t in trials[trials["status"] == "complete"]["trial"][:2]]
-    r = subprocess.run([sys.executable, "-m", "nas_attn", "heatmaps", copy, "--trials", *map(str, some), "--images",
-                        "4"], capture_output=True, text=True, timeout=300, env=env(), cwd=REPO)
+    had = {int(p.stem) for p in (copy / "heatmaps").glob("[0-9]*.npz")}
+    assert len(had) >= 2  # the vanilla trial and the front
+    asked = max(had)
+    (copy / "heatmaps" / f"{asked}.npz").unlink()
+    r = subprocess.run([sys.executable, "-m", "nas_attn", "heatmaps", copy, "--trials", str(asked), "--images", "4"],
+                       capture_output=True, text=True, timeout=300, env=env(), cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (copy / "heatmaps").iterdir()) == sorted([f"{t}.npz" for t in some] + ["images.npz"])
-    assert TrialHeatmaps.load(copy, some[0]).maps.shape[1] == 4
+    made = {int(p.stem) for p in (copy / "heatmaps").glob("[0-9]*.npz")}
+    assert made == had  # the one asked for, and the others drawn again on the new images
+    images = HeatmapImages.load(copy)
+    assert len(images.indices) == 4
+    for t in made:
+        h = TrialHeatmaps.load(copy, t)
+        assert h.maps.shape[1] == 4 and (h.indices == images.indices).all() and images.drawn_on(h)
+    data = load_run(copy)
+    assert set(data.heatmaps) == made
+    payload = _heatmap_payload(data)  # what the page inlines: every trial's maps over the same four images
+    assert len(payload["images"]) == 4 and all(len(t["pngs"][0]) == 4 for t in payload["trials"].values())
+
+
+def test_heatmaps_made_on_other_images_are_left_out_of_the_dashboard(tmp_path):
+    images = HeatmapImages(np.arange(3), np.zeros((3, 1, 8, 8), np.uint8), np.array([0, 1, 2]), (0.5,), (0.25,))
+    other = TrialHeatmaps(1, ("features",), np.zeros((1, 3, 8, 8), np.uint8), np.zeros(3, int), np.ones(3),
+                          np.array([5, 6, 7]))
+    older = TrialHeatmaps(2, ("features",), np.zeros((1, 2, 8, 8), np.uint8), np.zeros(2, int), np.ones(2))
+    same = TrialHeatmaps(3, ("features",), np.zeros((1, 3, 8, 8), np.uint8), np.zeros(3, int), np.ones(3))
+    assert not images.drawn_on(other) and not images.drawn_on(older) and images.drawn_on(same)
+    (tmp_path / "heatmaps").mkdir()
+    other.save(tmp_path)
+    assert (TrialHeatmaps.load(tmp_path, 1).indices == [5, 6, 7]).all()
+
+
+def test_class_names_come_from_the_dataset(tmp_path):
+    from imagetrees import make_tree
+
+    from nas_attn.data import load_dataset
+    from nas_attn.heatmaps import CLASS_NAMES, class_names
+
+    make_tree(tmp_path / "tree", classes=3, train=2, val=1)
+    ds = load_dataset("imagefolder", tmp_path / "tree", 32, cache_dir=tmp_path / "cache", workers=1, quiet=True)
+    assert class_names(ds) == tuple(sorted(p.name for p in (tmp_path / "tree" / "train").iterdir() if any(p.iterdir())))
+    assert len(CLASS_NAMES["cifar100"]) == 100 and CLASS_NAMES["cifar100"][-1] == "worm"
 
 
 def test_choose_images_is_stratified_and_seeded():

@@ -24,6 +24,7 @@ from nas_attn.results import (
     open_run_study,
     trials_table,
 )
+from nas_attn.runfolder import check_manifest
 from nas_attn.space.schema import OBJECTIVES
 
 
@@ -66,42 +67,75 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
         raise DashboardError(f"{run_dir}: no such run folder")
+    manifest = _manifest(run_dir)
+    try:
+        study = open_run_study(run_dir, manifest)
+    except Exception as exc:
+        raise DashboardError(f"{run_dir}: cannot open the Optuna study ({type(exc).__name__}: {exc})") from None
+    front_eval = load_front_eval(run_dir)
+    trials, history = _tables(run_dir, study, front_eval)
+    try:
+        front = add_reeval_columns(front_table(trials), front_eval) if len(trials) else trials.iloc[0:0]
+        positions = _positions(trials)
+    except (NasAttnError, KeyError, ValueError, TypeError) as exc:
+        raise DashboardError(f"{run_dir}: cannot show the trials ({type(exc).__name__}: {exc})") from None
+    images, heatmaps = _heatmaps(run_dir, trials)
+    return RunData(name or f"{manifest.get('space', run_dir.parent.name)}/{run_dir.name}", run_dir, manifest, trials,
+                   history, front, positions, study, heatmaps, images)
+
+
+def _manifest(run_dir: Path) -> dict[str, Any]:
     mpath = run_dir / "manifest.json"
     if not mpath.is_file():
         raise DashboardError(f"{run_dir}: not a nas-attn run folder (no manifest.json)")
     try:
         manifest = json.loads(mpath.read_text())
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         raise DashboardError(f"{mpath}: malformed ({exc})") from None
+    check_manifest(mpath, manifest)
     objectives = manifest.get("objectives", ["val_acc", "flops"])
     if not (isinstance(objectives, list) and objectives and all(isinstance(o, str) and o in OBJECTIVES
                                                                   for o in objectives)):
         raise DashboardError(f"{mpath}: objectives must be a list of {', '.join(OBJECTIVES)}, got {objectives!r}")
+    return manifest
+
+
+#: the columns of the tables that the page reads (``trials.parquet`` and ``history.parquet`` of a run folder
+#: whose study is elsewhere)
+TRIALS_COLUMNS = ("trial", "status", "arch", "placements", "params", "flops", "val_acc_final", "vanilla")
+HISTORY_READ = ("trial", "epoch")
+
+
+def _tables(run_dir: Path, study, front_eval: dict[int, dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and the per-epoch history: from the study, else from the tables a finished search wrote."""
+    if study is not None:
+        try:
+            return trials_table(study, front_eval), history_table(study)
+        except Exception as exc:  # a study that Optuna reads but whose records are not a search's
+            raise DashboardError(f"{run_dir}: cannot read the trials ({type(exc).__name__}: {exc})") from None
+    empty = (empty_trials_table(), pd.DataFrame(columns=HISTORY_COLUMNS))
+    trials = _read_table(run_dir / "trials.parquet", TRIALS_COLUMNS, empty[0])
+    for trial, arch in zip(trials["trial"], trials["arch"], strict=True):  # the page draws every trial's arch
+        try:
+            Arch.from_json(arch if isinstance(arch, str) else "null")
+        except NasAttnError as exc:
+            raise DashboardError(f"{run_dir / 'trials.parquet'}: trial {trial}: {exc}") from None
+    return trials, _read_table(run_dir / "history.parquet", HISTORY_READ, empty[1])
+
+
+def _read_table(path: Path, columns: tuple[str, ...], default: pd.DataFrame) -> pd.DataFrame:
+    if not path.is_file():
+        return default
     try:
-        study = open_run_study(run_dir, manifest)
-    except Exception as exc:
-        raise DashboardError(f"{run_dir}: cannot open the Optuna study ({type(exc).__name__}: {exc})") from None
-    try:
-        if study is not None:
-            trials = trials_table(study, load_front_eval(run_dir))
-            history = history_table(study)
-        elif (run_dir / "trials.parquet").is_file():
-            trials = pd.read_parquet(run_dir / "trials.parquet")
-            history = pd.read_parquet(run_dir / "history.parquet") if (run_dir / "history.parquet").is_file() \
-                else pd.DataFrame(columns=HISTORY_COLUMNS)
-        else:
-            trials, history = empty_trials_table(), pd.DataFrame(columns=HISTORY_COLUMNS)
-    except DashboardError:
-        raise
-    except Exception as exc:
-        raise DashboardError(f"{run_dir}: cannot read the trials ({type(exc).__name__}: {exc})") from None
-    front = add_reeval_columns(front_table(trials), load_front_eval(run_dir)) if len(trials) else trials.iloc[0:0]
-    positions = _positions(trials)
-    images, heatmaps = _heatmaps(run_dir, trials)
-    return RunData(name or f"{manifest.get('space', run_dir.parent.name)}/{run_dir.name}", run_dir, manifest, trials,
-                   history, front, positions, study, heatmaps, images)
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own errors on a file that is not parquet
+        raise DashboardError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DashboardError(f"{path}: missing column(s) {', '.join(missing)}: not a table nas-attn wrote")
+    if len(table) and not pd.api.types.is_integer_dtype(table["trial"]):
+        raise DashboardError(f"{path}: column trial must hold trial numbers (integers), got {table['trial'].dtype}")
+    return table
 
 
 def _heatmaps(run_dir: Path, trials: pd.DataFrame) -> tuple[HeatmapImages | None, dict[int, TrialHeatmaps]]:
@@ -110,7 +144,8 @@ def _heatmaps(run_dir: Path, trials: pd.DataFrame) -> tuple[HeatmapImages | None
         found = {int(t): TrialHeatmaps.load(run_dir, int(t)) for t in trials["trial"]} if images is not None else {}
     except (OSError, ValueError, KeyError) as exc:
         raise DashboardError(f"{run_dir}/heatmaps: unreadable ({type(exc).__name__}: {exc})") from None
-    return images, {t: h for t, h in found.items() if h is not None}
+    # heatmaps drawn on other images than the recorded ones (a folder edited by hand) are left out, not misdrawn
+    return images, {t: h for t, h in found.items() if h is not None and images.drawn_on(h)}
 
 
 def _positions(trials: pd.DataFrame) -> list[dict[str, Any]]:
