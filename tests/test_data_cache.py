@@ -3,6 +3,7 @@
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -100,6 +101,43 @@ def test_truncated_and_stale_entries_are_rebuilt(tmp_path):
     stale = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
     assert stale.cache.built and stale.cache.path != first and not first.exists()  # the stale entry is gone
     assert stale.train_x[0, 0].mean() > 200
+
+
+def test_an_entry_zeroed_or_altered_at_its_right_size_is_rebuilt(tmp_path):
+    root = tmp_path / "tree"
+    files = make_tree(root, classes=2, train=4, val=2, corrupt=False, empty_class=False)
+    ds = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
+    entry, labels = ds.cache.path, np.array(ds.train_y)
+    assert set(ds.cache.meta.fingerprints) == {"train_x", "train_y", "test_x", "test_y"}
+    del ds
+    images = entry / "train_x.uint8"
+    size = images.stat().st_size
+    images.write_bytes(bytes(size))  # what a power loss before write-back can leave: the right size, zeros
+    rebuilt = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
+    assert rebuilt.cache.built and rebuilt.cache.path == entry and "train_x.uint8" in rebuilt.cache.why
+    assert "(damaged)" in rebuilt.cache.why and images.stat().st_size == size
+    for i, path in enumerate(_files_in_order(files["train"])):
+        assert np.array_equal(rebuilt.train_x[i], decode_image(path, 32)), path
+    del rebuilt
+    altered = labels.astype(np.int64)
+    altered[-1] = 1 - altered[-1]
+    (entry / "train_y.int64").write_bytes(altered.tobytes())
+    again = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
+    assert again.cache.built and "train_y.int64: its content differs" in again.cache.why
+    assert np.array_equal(again.train_y, labels)
+    assert not load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True).cache.built
+
+
+def test_a_copy_of_the_source_in_another_folder_gets_its_own_entry(tmp_path):
+    make_cifar_archive(tmp_path / "a", "cifar10")
+    (tmp_path / "b").mkdir()
+    shutil.copy2(tmp_path / "a" / "cifar-10-python.tar.gz", tmp_path / "b")
+    first = load_dataset("cifar10", tmp_path / "a", download=False, cache_dir=tmp_path / "cache")
+    copy = load_dataset("cifar10", tmp_path / "b", download=False, cache_dir=tmp_path / "cache")
+    # same key (the archive's content), but the folder is part of the entry's name: decoded again, and
+    # neither evicts the other
+    assert copy.cache.built and copy.cache.meta.key == first.cache.meta.key and copy.cache.path != first.cache.path
+    assert first.cache.path.is_dir() and np.array_equal(copy.train_x, first.train_x)
 
 
 def test_concurrent_builders_decode_once(tmp_path):
@@ -262,6 +300,29 @@ def test_streamed_batches_equal_in_memory_batches():
     for _ in streamed.batches(order, batch_slices(29, 8, 100)):  # stopping early leaves no thread behind
         break
     assert not any(t.name == "nas-attn-stream" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_streamed_batches_stay_right_over_two_passes_with_a_slow_consumer_on_cuda():
+    """The second pass's first copies must wait for the kernels the first pass queued on the same device
+    buffers: the consumer here reads each batch only after a long matmul loop, and nothing synchronises."""
+    cuda = torch.device("cuda")
+    images = _image_set(n=64, side=32, rows=False)
+    held, streamed = DeviceData(images, None, cuda), StreamedImages(images, cuda, depth=2)
+    slices = batch_slices(len(images), 8)
+    w = torch.randn(2048, 2048, device=cuda) / 2048 ** 0.5
+    got, expected = [], []
+    for seed in (1, 2):  # consecutive passes over different orders, so a clobbered buffer shows
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        expected += [(x.clone(), y.clone()) for x, y in held.batches(order, slices)]
+        for x, y in streamed.batches(order, slices):
+            v = w
+            for _ in range(30):  # queued ahead of the read of x: the copy stream must not overtake it
+                v = w @ v
+            got.append((x.clone(), y.clone()))
+    torch.cuda.synchronize()
+    assert len(got) == len(expected) == 2 * len(slices)
+    assert all(torch.equal(a, b) and torch.equal(ya, yb) for (a, ya), (b, yb) in zip(got, expected, strict=True))
 
 
 def test_training_streamed_equals_training_in_memory(tmp_path):

@@ -95,6 +95,11 @@ def decode_image(path: str | Path, side: int, draft: bool = True) -> np.ndarray:
 
     The same pixels as torchvision's ``Resize(side)`` then ``CenterCrop(side)``, in one resize of the square.
 
+    Decision: only the centred square is stored, so that every image is an array of one fixed shape, memory-mapped
+    and batched on the device with no per-image sizes or padding. The cost: training's random-resized crops draw
+    their boxes inside that square, not over the whole image as the papers' ``RandomResizedCrop`` does, so the
+    parts outside it are never seen (a 4:3 photo loses 1/8 of its width on each side). See docs/data.md.
+
     Args:
         path: an image file PIL can read.
         side: the side of the result.
@@ -137,7 +142,7 @@ def decode_chunk(target: Target, rows: Sequence[int], paths: Sequence[str]) -> l
         except Exception as exc:  # PIL raises many types on a damaged file; any of them skips this image
             failed.append((row, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
     # no flush: a shared mapping's pages are in the page cache, seen by every process at once; msync here
-    # would force a write to disk per chunk
+    # would force a write to disk per chunk. The cache fsyncs each file once, before the entry is published
     del out
     return failed
 

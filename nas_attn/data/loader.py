@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -73,28 +74,44 @@ class DeviceData:
                 yield self.x[idx], self.y[idx]
 
 
+@dataclass
+class _Slot:
+    """A batch's buffers: host (pinned on CUDA) and device (the same tensor on a CPU).
+
+    ``used`` (CUDA only) is recorded on the consumer's stream when the model is done with ``dev``; it lives
+    as long as the buffers, so that the first copy of a pass into ``dev`` also waits for the kernels the
+    last pass queued on it.
+    """
+
+    host: torch.Tensor
+    dev: torch.Tensor
+    used: torch.cuda.Event | None
+
+
 class StreamedImages:
     """A split read batch by batch from its memory-mapped images by a background thread (see the module).
 
-    A batch handed out is valid until the next one is asked for (its buffer is then refilled).
+    A batch handed out is valid until the next one is asked for (its buffer is then refilled). One pass at
+    a time: the passes share the buffers, and each waits for the device work queued on them by the last.
     """
 
     def __init__(self, images: ImageSet, device: torch.device, depth: int = DEPTH) -> None:
         self.images, self.device, self.depth = images, device, depth
         self.y = torch.as_tensor(np.asarray(images.labels, np.int64)).to(device)
         self.cuda = device.type == "cuda"
-        self._buffers: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._buffers: dict[int, list[_Slot]] = {}
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def _slots(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``depth`` (host, device) buffer pairs for batches of ``batch_size`` (pinned host memory on CUDA)."""
+    def _slots(self, batch_size: int) -> list[_Slot]:
+        """``depth`` slots for batches of ``batch_size``, made once and kept across passes."""
         if batch_size not in self._buffers:
             shape = (batch_size, *self.images.image_shape)
             host = [torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda) for _ in range(self.depth)]
-            dev = [torch.empty(shape, dtype=torch.uint8, device=self.device) if self.cuda else h for h in host]
-            self._buffers[batch_size] = list(zip(host, dev, strict=True))
+            self._buffers[batch_size] = [
+                _Slot(h, torch.empty(shape, dtype=torch.uint8, device=self.device), torch.cuda.Event())
+                if self.cuda else _Slot(h, h, None) for h in host]
         return self._buffers[batch_size]
 
     def batches(self, order: torch.Tensor | None, slices: Sequence[slice]) -> Batches:
@@ -118,12 +135,13 @@ class _Stream:
     """One pass of :meth:`StreamedImages.batches`: the reading thread and the slots it fills.
 
     Slot life: free → the thread reads rows into its host buffer (after the previous copy out of it ended),
-    queues the copy to its device buffer on the copy stream (after the model finished with that buffer) →
-    ready → handed out → released (an event marks the end of the work queued on it) → free.
+    queues the copy to its device buffer on the copy stream (after the model finished with that buffer: the
+    slot's ``used`` event) → ready → handed out → released (``used`` recorded) → free. Closing records every
+    ``used`` again, so that the next pass also waits for a batch handed out but never released.
     """
 
     def __init__(self, owner: StreamedImages, order: np.ndarray | None, slices: Sequence[slice],
-                 slots: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+                 slots: list[_Slot]) -> None:
         self.owner, self.order, self.slices, self.slots = owner, order, slices, slots
         self.cuda = owner.cuda
         self.free: queue.Queue[int] = queue.Queue()
@@ -133,13 +151,13 @@ class _Stream:
             self.free.put(i)
         if self.cuda:
             self.copy_stream = torch.cuda.Stream(owner.device)
+            # per pass: close() waits for every copy, so none of the last pass's is still reading a host buffer
             self.copied = [torch.cuda.Event() for _ in slots]
-            self.used = [torch.cuda.Event() for _ in slots]
         self.thread = threading.Thread(target=self._read_all, name="nas-attn-stream", daemon=True)
         self.thread.start()
 
     def device_buffer(self, slot: int) -> torch.Tensor:
-        return self.slots[slot][1]
+        return self.slots[slot].dev
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for _ in self.slices:
@@ -152,9 +170,14 @@ class _Stream:
             yield slot, n
 
     def release(self, slot: int) -> None:
-        if self.cuda:
-            self.used[slot].record(torch.cuda.current_stream(self.owner.device))
+        self._mark_used(slot)
         self.free.put(slot)
+
+    def _mark_used(self, slot: int) -> None:
+        """CUDA: the slot's device buffer is free once the work queued so far on the consumer's stream ends."""
+        used = self.slots[slot].used
+        if used is not None:
+            used.record(torch.cuda.current_stream(self.owner.device))
 
     def _read_all(self) -> None:
         try:
@@ -167,7 +190,7 @@ class _Stream:
             self.ready.put(exc)
 
     def _fill(self, slot: int, s: slice) -> None:
-        host, dev = self.slots[slot]
+        host, dev, used = self.slots[slot].host, self.slots[slot].dev, self.slots[slot].used
         n = s.stop - s.start
         positions = np.arange(s.start, s.stop) if self.order is None else self.order[s]
         if self.cuda:
@@ -175,7 +198,7 @@ class _Stream:
         self.owner.images.read(positions, out=host[:n].numpy())
         if self.cuda:
             with torch.cuda.stream(self.copy_stream):
-                self.copy_stream.wait_event(self.used[slot])  # the model is done with the device buffer
+                self.copy_stream.wait_event(used)  # the model is done with the device buffer
                 dev[:n].copy_(host[:n], non_blocking=True)
                 self.copied[slot].record(self.copy_stream)
         self.ready.put((slot, n))
@@ -188,6 +211,8 @@ class _Stream:
         self.thread.join()
         if self.cuda:
             self.copy_stream.synchronize()
+            for i in range(len(self.slots)):
+                self._mark_used(i)
 
 
 DeviceImages = DeviceData | StreamedImages

@@ -1,8 +1,11 @@
 """How Optuna's samplers see a space: parameters per position, and the arch those parameters describe.
 
-Two encodings (``search.encoding`` in a space file):
+Three encodings (``search.encoding`` in a space file):
 
-- ``flat`` (default): at every position ``p{k}.module``, ``p{k}.groups`` and ``p{k}.op`` are always
+- ``joint`` (default): one categorical parameter per position over every (module, groups, op) it allows,
+  so crossover and mutation move a position's whole choice at once (:class:`JointEncoding`);
+  ``scripts/bench_sampler.py`` measured it best for every sampler.
+- ``flat``: at every position ``p{k}.module``, ``p{k}.groups`` and ``p{k}.op`` are always
   sampled, from fixed distributions passed to :meth:`optuna.Study.ask`; groups and op are ignored where
   the module takes none (or is ``none``). Every trial has every parameter, so NSGA-II's crossover and
   mutation act on module, groups and op alike, and TPE models them jointly.
