@@ -15,8 +15,6 @@ from pydantic.dataclasses import dataclass
 
 # Strict per field (YAML ``true`` is not a number); the class itself is lax so that a parent model may
 # build it from a mapping.
-PositiveInt = Annotated[int, Field(ge=1, strict=True)]
-NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False, strict=True)]
@@ -24,14 +22,26 @@ Flag = Annotated[bool, Field(strict=True)]
 UnitFraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, strict=True)]
 PositiveRatio = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False, strict=True)]
 
+# Upper bounds: values past them mean nothing for a trial and would only fail late (an allocation, a crop of
+# zeros) or run for ever. ``--epochs`` stops at the same count.
+#: epochs of one trial (a million is centuries of training already)
+MAX_EPOCHS = 1_000_000
+#: images in one batch: the largest batches trained in the literature (ImageNet in minutes) hold 64k
+MAX_BATCH = 65_536
+#: pixels of crop padding: the largest input side an arch may have (``nas_attn.arch.MAX_INPUT_SIZE``)
+MAX_PADDING = 4096
+#: training images for BatchNorm recalibration: ten ImageNets
+MAX_IMAGES = 12_800_000
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS, strict=True)]
+
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Recipe:
     """How one trial trains. Every value is checked when the record is made (``pydantic.ValidationError``)."""
 
-    epochs: PositiveInt = 10
-    batch_size: Annotated[int, Field(ge=2, strict=True)] = 256
-    eval_batch_size: PositiveInt = 1024
+    epochs: Epochs = 10
+    batch_size: Annotated[int, Field(ge=2, le=MAX_BATCH, strict=True)] = 256
+    eval_batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH, strict=True)] = 1024
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: PositiveFloat = 0.1
     momentum: Fraction = 0.9
@@ -41,9 +51,9 @@ class Recipe:
     #: every ``step_epochs``) and ``multistep`` (× gamma at each of ``milestones``)
     schedule: Literal["onecycle", "cosine", "constant", "step", "multistep"] = "onecycle"
     #: linear warm-up from lr / warm-up steps to lr over these epochs (not with onecycle, which warms up itself)
-    warmup_epochs: NonNegativeFloat = 0.0
-    step_epochs: PositiveInt = 30
-    milestones: tuple[PositiveInt, ...] = ()
+    warmup_epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS, allow_inf_nan=False, strict=True)] = 0.0
+    step_epochs: Epochs = 30
+    milestones: tuple[Epochs, ...] = ()
     gamma: UnitFraction = 0.1
     label_smoothing: Fraction = 0.1
     #: ``pad_crop``: images stored at the input size, random crop with ``crop_padding`` zero padding (small
@@ -52,7 +62,7 @@ class Recipe:
     #: ImageNet papers), centre crop of the input size for evaluation
     augment: Literal["pad_crop", "random_resized_crop"] = "pad_crop"
     #: random crop with this zero padding; 0 = off (``pad_crop``)
-    crop_padding: NonNegativeInt = 2
+    crop_padding: Annotated[int, Field(ge=0, le=MAX_PADDING, strict=True)] = 2
     rrc_scale: tuple[UnitFraction, UnitFraction] = (0.08, 1.0)
     rrc_ratio: tuple[PositiveRatio, PositiveRatio] = (0.75, 4 / 3)
     #: input size / stored side (``random_resized_crop``): 0.875 stores 256 px for 224-px crops
@@ -62,7 +72,7 @@ class Recipe:
     compile: Flag = False
     #: training images used to recompute BatchNorm statistics before each validation (0 = off); short
     #: trainings otherwise validate with running statistics that lag far behind the weights
-    bn_recalibration: NonNegativeInt = 1024
+    bn_recalibration: Annotated[int, Field(ge=0, le=MAX_IMAGES, strict=True)] = 1024
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -12,11 +12,12 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import optuna
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
@@ -30,21 +31,71 @@ _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc
 
 FRONT_EVAL = "front_eval.json"
 
+Accuracy = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Reevaluation(BaseModel):
+    """``--reevaluate-front``: the seeds run and the mean ± std of the accuracies they reached."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    seeds: Annotated[int, Field(ge=1)]
+    val_mean: Accuracy
+    val_std: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    test_mean: Accuracy
+    test_std: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class FrontEval(BaseModel):
+    """What ``front_eval.json`` holds for one trial; strict, since nas-attn alone writes it (other keys are
+    left alone, only what is read is checked)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    test_acc: Accuracy | None = None
+    test_top5: Accuracy | None = None
+    reeval: Reevaluation | None = None
+
+
+_FRONT_EVAL = TypeAdapter(dict[str, FrontEval])
+
 
 def load_front_eval(run_dir: Path) -> dict[int, dict[str, Any]]:
     """Measurements made after the search on front trials (test accuracy, re-evaluation), by trial number.
 
     They live beside the study because Optuna does not let a finished trial be updated.
+
+    Raises:
+        NasAttnError: the file is not JSON, or a value is of the wrong type or out of range (one line naming
+            the file and the key).
     """
     path = Path(run_dir) / FRONT_EVAL
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
-        return {int(k): dict(v) for k, v in data.items()}
-    except (ValueError, TypeError, AttributeError, OSError) as exc:
-        raise NasAttnError(f"{path}: not a front evaluation file ({type(exc).__name__}: {exc}); move it away to "
-                           f"measure the front again") from None
+    except (ValueError, OSError, RecursionError) as exc:
+        raise NasAttnError(f"{path}: not a front evaluation file ({type(exc).__name__}: {exc}); "
+                           f"{_MOVE_AWAY}") from None
+    _check_front_eval(path, data)
+    return {int(k): dict(v) for k, v in data.items()}
+
+
+_MOVE_AWAY = "move it away to measure the front again"
+
+
+def _check_front_eval(path: Path, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise NasAttnError(f"{path}: not a JSON object of trial numbers; {_MOVE_AWAY}")
+    bad = next((k for k in data if not (k.isascii() and k.isdigit() and len(k) < 10)), None)
+    if bad is not None:
+        raise NasAttnError(f"{path}: key {bad[:80]!r} is not a trial number; {_MOVE_AWAY}")
+    try:
+        _FRONT_EVAL.validate_python(data)
+    except ValidationError as exc:
+        from nas_attn.space.space import validation_message
+
+        raise NasAttnError(f"{path}: {validation_message(exc)}; {_MOVE_AWAY}") from None
 
 
 def save_front_eval(run_dir: Path, evals: dict[int, dict[str, Any]]) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from nas_attn.errors import NasAttnError, SpaceError
 from nas_attn.storage import check_folder_name
 
@@ -62,9 +64,45 @@ class RunFolder:
             manifest = json.loads(self.manifest_path.read_text())
         except (ValueError, OSError) as exc:
             raise NasAttnError(f"{self.manifest_path}: not readable JSON ({exc})") from None
-        if not isinstance(manifest, dict):
-            raise NasAttnError(f"{self.manifest_path}: not a JSON object")
-        return manifest
+        return check_manifest(self.manifest_path, manifest)
+
+
+class _Fields(BaseModel):
+    # strict: the manifest is written by nas-attn alone, so another type means a damaged or hand-edited file;
+    # other keys are allowed: only what the code reads is checked
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class Attempt(_Fields):
+    started: str | None = None
+    ended: str | None = None
+
+
+class ManifestFields(_Fields):
+    """The manifest's keys that a resume, the tables and the dashboard read, with their types."""
+
+    attempts: list[Attempt] = []
+    counts: dict[str, int] | None = None
+    space_sha256: str | None = None
+    status: str | None = None
+    space: str | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    dataset: dict[str, Any] | None = None
+
+
+def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
+    """``manifest`` (read from ``path``) if it is an object whose :class:`ManifestFields` have their types,
+    else a one-line :class:`NasAttnError` naming the file and the key."""
+    if not isinstance(manifest, dict):
+        raise NasAttnError(f"{path}: not a JSON object")
+    try:
+        ManifestFields.model_validate(manifest)
+    except ValidationError as exc:
+        from nas_attn.space.space import validation_message
+
+        raise NasAttnError(f"{path}: {validation_message(exc)}") from None
+    return manifest
 
 
 def in_ray_job() -> bool:
@@ -101,7 +139,10 @@ def resolve_run_folder(results_dir: str | None, space_name: str, run_id: str | N
     base = results.resolve() / check_folder_name(space_name, "space name")
     if run_id is not None:
         folder = base / check_folder_name(run_id, "--run-id")
-        return RunFolder(folder, (folder / MANIFEST).exists())
+        started = (folder / MANIFEST).exists()
+        if resume and not started:  # a typo in the run id must not silently start a new run
+            raise NasAttnError(f"--resume --run-id {run_id}: no run to resume in {folder} (no {MANIFEST})")
+        return RunFolder(folder, started)
     if resume:
         runs = sorted(p for p in base.glob("*") if (p / MANIFEST).exists()) if base.is_dir() else []
         if not runs:

@@ -52,21 +52,81 @@ def check_folder_name(value: str, what: str) -> str:
 
 # -- the journal ----------------------------------------------------------------------------------------
 
-def _complete_records(data: bytes) -> tuple[int, int | None]:
-    """(bytes of complete, valid records from the start, line number of a bad record before the tail or None)."""
-    end, line_no = 0, 0
-    for line in data.splitlines(keepends=True):
-        line_no += 1
+def _journal_records(path: Path, data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """(the complete records, the bytes they span from the start); a torn last line is left out.
+
+    Raises:
+        NasAttnError: a line before the last that is not JSON, or any complete line that is not a journal
+            record (a JSON object with an integer ``op_code``), naming the file and the line.
+    """
+    records: list[dict[str, Any]] = []
+    end = 0
+    for line_no, line in enumerate(data.splitlines(keepends=True), 1):
+        last = end + len(line) == len(data)
         if not line.endswith(b"\n"):
-            break
+            break  # only the last line can lack its newline: a torn tail
         try:
-            json.loads(line)
+            record = json.loads(line)
         except ValueError:
-            if end + len(line) < len(data):  # a bad record with more after it: not a torn tail
-                return end, line_no
-            break
+            if last:
+                break  # a torn tail that happens to end in a newline byte
+            raise NasAttnError(f"{path}: record {line_no} is not valid JSON, and records follow it: the journal "
+                               f"is damaged (not a torn last write); {_RESTORE}") from None
+        op = record.get("op_code") if isinstance(record, dict) else None
+        if not isinstance(op, int) or isinstance(op, bool):
+            raise NasAttnError(f"{path}: record {line_no} is not an Optuna journal record (a JSON object with an "
+                               f"integer op_code): the journal is damaged; {_RESTORE}")
+        records.append(record)
         end += len(line)
-    return end, None
+    return records, end
+
+
+_RESTORE = "restore it from a copy, or start a new run"
+
+
+def check_journal(path: Path) -> None:
+    """Read the journal at ``path`` as a resume will, writing nothing: every complete record must be one
+    Optuna can replay (a torn last record is allowed: :func:`repair_journal` sets it aside).
+
+    Raises:
+        NasAttnError: the first damaged record, in one line naming the file and the record.
+    """
+    if not path.is_file():
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NasAttnError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    records, _ = _journal_records(path, data)
+    _replay(path, records)
+
+
+class _Records:
+    """The journal's records in memory, as Optuna's journal backend interface (``read_logs``,
+    ``append_logs``) for its replay; counts what it read, to name a bad record."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records, self.read = records, 0
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        for number, record in enumerate(self.records[log_number_from:], log_number_from + 1):
+            self.read = number
+            yield record
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise NasAttnError("the journal is only read here")
+
+
+def _replay(path: Path, records: list[dict[str, Any]]) -> None:
+    from optuna.storages.journal import JournalStorage
+
+    backend = _Records(records)
+    try:
+        JournalStorage(backend)  # replays every record, as opening the study will
+    except Exception as exc:  # Optuna's replay raises KeyError, TypeError, AssertionError … on a bad record
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise NasAttnError(f"{path}: record {backend.read} cannot be replayed by Optuna ({type(exc).__name__}: "
+                           f"{detail}): the journal is damaged; {_RESTORE}") from None
 
 
 def repair_journal(path: Path, say: Callable[[str], None] = print) -> Path | None:
@@ -78,10 +138,7 @@ def repair_journal(path: Path, say: Callable[[str], None] = print) -> Path | Non
     if not path.is_file():
         return None
     data = path.read_bytes()
-    end, bad_line = _complete_records(data)
-    if bad_line is not None:
-        raise NasAttnError(f"{path}: record {bad_line} is not valid JSON, and records follow it: the journal is "
-                           f"damaged (not a torn last write); restore it from a copy, or start a new run")
+    _, end = _journal_records(path, data)
     if end == len(data):
         return None
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

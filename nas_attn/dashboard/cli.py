@@ -41,11 +41,28 @@ def _check_args(args) -> None:
         if not Path(run).expanduser().is_dir():
             raise NasAttnError(f"{Path(run).expanduser().absolute()}: no such run folder")
     if args.out is not None:
-        out = Path(args.out)
-        if out.is_dir():
-            raise NasAttnError(f"--out {out}: a folder; give the HTML file to write")
-        if not out.parent.is_dir():
-            raise NasAttnError(f"--out {out}: no such folder {out.parent}")
+        _check_out(Path(args.out))
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` can be written, checked before the page is built (which takes seconds)."""
+    import os
+    import tempfile
+
+    from nas_attn.errors import NasAttnError
+
+    if out.is_dir():
+        raise NasAttnError(f"--out {out}: a folder; give the HTML file to write")
+    if out.exists() and not out.is_file():  # a device or a pipe would be replaced by the page
+        raise NasAttnError(f"--out {out}: not a regular file")
+    if not out.parent.is_dir():
+        raise NasAttnError(f"--out {out}: no such folder {out.parent}")
+    try:  # the page is written through a temporary file beside it: probe exactly that, and remove the probe
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name[:100]}.", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise NasAttnError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
 
 
 def _export_png(runs, path: str) -> None:

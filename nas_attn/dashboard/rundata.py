@@ -115,12 +115,17 @@ def _tables(run_dir: Path, study, front_eval: dict[int, dict[str, Any]]) -> tupl
             raise DashboardError(f"{run_dir}: cannot read the trials ({type(exc).__name__}: {exc})") from None
     empty = (empty_trials_table(), pd.DataFrame(columns=HISTORY_COLUMNS))
     trials = _read_table(run_dir / "trials.parquet", TRIALS_COLUMNS, empty[0])
-    for trial, arch in zip(trials["trial"], trials["arch"], strict=True):  # the page draws every trial's arch
+    _check_archs(run_dir / "trials.parquet", trials)
+    return trials, _read_table(run_dir / "history.parquet", HISTORY_READ, empty[1])
+
+
+def _check_archs(path: Path, trials: pd.DataFrame) -> None:
+    """Every trial's arch must parse: the page draws each one."""
+    for trial, arch in zip(trials["trial"], trials["arch"], strict=True):
         try:
             Arch.from_json(arch if isinstance(arch, str) else "null")
         except NasAttnError as exc:
-            raise DashboardError(f"{run_dir / 'trials.parquet'}: trial {trial}: {exc}") from None
-    return trials, _read_table(run_dir / "history.parquet", HISTORY_READ, empty[1])
+            raise DashboardError(f"{path}: trial {trial}: {exc}") from None
 
 
 def _read_table(path: Path, columns: tuple[str, ...], default: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,11 @@ Built to stay up whatever a client sends:
 - A connection costs no thread while it is idle: it waits in a selector until it sends something, then a
   bounded pool of worker threads serves it; one that sends nothing for ``idle_timeout`` seconds is closed.
   (``socketserver``'s threading server starts a thread per connection and never times one out, so 300
-  half-open connections held 300 threads.) A request that starts but stalls is cut after ``request_timeout``.
+  half-open connections held 300 threads.) A request that starts but stalls is cut after ``request_timeout``,
+  and one whose request line and headers are not all in after ``header_timeout`` is cut too (a client that
+  sends a byte every few seconds would otherwise hold a worker for ever).
+- Under ``--watch`` a run folder caught mid-write or damaged keeps the last good page on show; an error while
+  answering is a 500 with one line, never a dropped connection.
 - A path that is not valid UTF-8 once percent-decoded, holds a NUL or control character, names a run
   index that is not ASCII digits, or is too long is answered 400 (414 for an over-long request line);
   nothing outside the run folders is served (403/404). No request produces a traceback.
@@ -13,10 +17,12 @@ Built to stay up whatever a client sends:
 
 from __future__ import annotations
 
+import io
 import re
 import selectors
 import socket
 import socketserver
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +47,13 @@ class DashboardServer(socketserver.TCPServer):
     request_queue_size = 128
 
     def __init__(self, address, run_dirs: list[str], watch: float | None, *, workers: int = 8,
-                 idle_timeout: float = 10.0, request_timeout: float = 5.0) -> None:
+                 idle_timeout: float = 10.0, request_timeout: float = 5.0, header_timeout: float = 10.0) -> None:
         self.run_dirs = [Path(d).expanduser().resolve() for d in run_dirs]
         self.watch, self.idle_timeout, self.request_timeout = watch, idle_timeout, request_timeout
+        self.header_timeout = header_timeout
         self._lock = threading.Lock()
-        self._page, self._version = b"", ""
+        self._local = threading.local()  # the deadline of the request a worker thread is serving
+        self._page, self._version, self._failed = b"", "", ""
         self.refresh()
         super().__init__(address, DashboardHandler)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dashboard")
@@ -68,17 +76,21 @@ class DashboardServer(socketserver.TCPServer):
     def refresh(self) -> None:
         version = self.version()
         with self._lock:
-            if version == self._version and self._page:
+            if (version == self._version and self._page) or version == self._failed:
                 return
-            self._page = build_page([load_run(d) for d in self.run_dirs], self.watch).encode()
+            try:
+                self._page = build_page([load_run(d) for d in self.run_dirs], self.watch).encode()
+            except Exception:
+                self._failed = version  # not rebuilt again until a file changes
+                raise
             self._version = version
 
     def page(self) -> tuple[bytes, str]:
         if self.watch:
             try:
                 self.refresh()
-            except DashboardError:
-                pass  # a file caught mid-write: keep the last good page
+            except Exception as exc:  # a file caught mid-write or damaged: keep the last good page
+                print(f"dashboard: keeping the last good page: {_one_line(exc)}", file=sys.stderr, flush=True)
         with self._lock:
             return self._page, self._version
 
@@ -100,7 +112,8 @@ class DashboardServer(socketserver.TCPServer):
                 sock = key.fileobj
                 sel.unregister(sock)
                 address, _ = waiting.pop(sock)
-                self._pool.submit(self._serve, sock, address)
+                # the deadline runs from its first byte, so time spent queued for a worker counts too
+                self._pool.submit(self._serve, sock, address, time.monotonic() + self.header_timeout)
             with self._lock:
                 new, self._new = self._new, []
             for sock, address in new:
@@ -115,7 +128,8 @@ class DashboardServer(socketserver.TCPServer):
             self.shutdown_request(sock)
         sel.close()
 
-    def _serve(self, sock: socket.socket, address) -> None:
+    def _serve(self, sock: socket.socket, address, deadline: float) -> None:
+        self._local.deadline = deadline
         try:
             sock.settimeout(self.request_timeout)
             self.finish_request(sock, address)
@@ -137,8 +151,38 @@ class DashboardServer(socketserver.TCPServer):
         super().server_close()
 
 
+def _one_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class _DeadlineReader(socket.SocketIO):
+    """A socket's reads, each within ``step`` seconds and all of them by ``deadline`` (``time.monotonic``)."""
+
+    def __init__(self, sock: socket.socket, deadline: float, step: float) -> None:
+        super().__init__(sock, "rb")
+        self._deadline, self._step = deadline, step
+
+    def readinto(self, b) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request line and headers took too long")
+        self._sock.settimeout(min(self._step, left))
+        try:
+            return super().readinto(b)
+        finally:
+            self._sock.settimeout(self._step)  # the answer is written under the usual timeout
+
+
 class DashboardHandler(BaseHTTPRequestHandler):
     server: DashboardServer
+
+    def setup(self) -> None:
+        super().setup()
+        # one request per connection (HTTP/1.0), so a deadline on all its reads bounds its request line and headers
+        self.rfile.close()
+        deadline = self.server._local.deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self.server.request_timeout))
 
     def log_message(self, format, *args) -> None:  # quiet: one line per request is noise here
         pass
@@ -168,6 +212,14 @@ class DashboardHandler(BaseHTTPRequestHandler):
         return path
 
     def do_GET(self) -> None:
+        try:
+            self._get()
+        except OSError:
+            raise  # the client went away: nothing to answer
+        except Exception as exc:  # a bug or a damaged file: an answer, not a dropped connection
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"dashboard error: {_one_line(exc)}\n".encode())
+
+    def _get(self) -> None:
         path = self._decoded_path()
         if path is None:
             return None
@@ -200,7 +252,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
 def make_server(run_dirs: list[str], host: str = "127.0.0.1", port: int = 8050, watch: float | None = None,
                 **limits) -> DashboardServer:
     """A server bound to ``host`` (loopback by default); port 0 picks a free one. ``limits``: ``workers``,
-    ``idle_timeout``, ``request_timeout`` of :class:`DashboardServer`."""
+    ``idle_timeout``, ``request_timeout``, ``header_timeout`` of :class:`DashboardServer`."""
     try:
         return DashboardServer((host, port), run_dirs, watch, **limits)
     except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -132,10 +133,14 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         raise ModuleConfigError(f"module {name!r}: unknown option(s) {', '.join(unknown)} ({takes})")
     for key, value in options.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        got = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        # finite first: int() of inf or nan raises, and no option of any module means anything at inf or nan
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ModuleConfigError(f"module {name!r}: {key} must be a finite number, got {got}")
         if key in COUNT_OPTIONS and not (number and value == int(value) and 1 <= value <= 1_000_000):
-            raise ModuleConfigError(f"module {name!r}: {key} must be a positive integer, got {value!r}")
+            raise ModuleConfigError(f"module {name!r}: {key} must be a positive integer, got {got}")
         if key in RATIO_OPTIONS and not (number and 0 < value <= 1):
-            raise ModuleConfigError(f"module {name!r}: {key} must be a number in (0, 1], got {value!r}")
+            raise ModuleConfigError(f"module {name!r}: {key} must be a number in (0, 1], got {got}")
 
 
 def check_positions(name: str, side: int) -> None:
