@@ -83,17 +83,22 @@ def _paper_tables(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # search and dashboard own their flags; hand them the rest of the line untouched
-    if argv and argv[0] == "search":
-        from nas_attn.search import main as search_main
-
-        return search_main(argv[1:], prog="nas-attn search")
-    if argv and argv[0] == "dashboard":
-        from nas_attn.dashboard.cli import main as dashboard_main
-
-        return dashboard_main(argv[1:], prog="nas-attn dashboard")
+    if argv and argv[0] in ("search", "dashboard"):
+        prog = f"nas-attn {argv[0]}"
+        # imported under run_cli: a broken install of what they import is one line too, not a traceback
+        return run_cli(lambda: _delegate(argv[0], argv[1:], prog), prog)
 
     args = build_parser().parse_args(argv)
     return run_cli(lambda: args.fn(args), "nas-attn")
+
+
+def _delegate(command: str, argv: list[str], prog: str) -> int:
+    """``nas-attn search …`` / ``nas-attn dashboard …``: the command's own ``main`` (its own run_cli inside)."""
+    if command == "search":
+        from nas_attn.search import main as command_main
+    else:
+        from nas_attn.dashboard.cli import main as command_main
+    return command_main(argv, prog=prog)
 
 
 def build_parser() -> OneLineArgumentParser:

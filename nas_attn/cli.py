@@ -60,25 +60,42 @@ def run_cli(fn: Callable[[], int | None], prog: str, debug: bool | None = None) 
     """Run ``fn`` and turn what it raises into one line on stderr and an exit status."""
     debug = debug_requested() if debug is None else debug
     try:
-        return fn() or 0
+        status = fn() or 0
+        if sys.stdout is not None:  # output that cannot be written (a full disk) fails here, not in Python's exit
+            sys.stdout.flush()
+        return status
     except NasAttnError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (``nas-attn positions … | head``): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 141
     except KeyboardInterrupt as exc:  # Ctrl-C, or a search stopped cleanly on a signal (its message says how to resume)
         print(f"{prog}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return getattr(exc, "exit_status", 130)
     except Exception as exc:  # a bug or an environment problem: one line, the traceback kept
-        text = traceback.format_exc()
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        if debug:
-            print(text, file=sys.stderr, end="")
-            print(f"{prog}: unexpected error: {what}", file=sys.stderr)
-            return 1
-        log = write_traceback_log(prog, text)
-        where = f"full traceback in {log}" if log else "run again with --debug for the traceback"
-        print(f"{prog}: unexpected error: {what} ({where})", file=sys.stderr)
+        return _unexpected(exc, prog, debug)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device: what is left in its buffer would fail again, and be reported, at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _unexpected(exc: Exception, prog: str, debug: bool) -> int:
+    text = traceback.format_exc()
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError:  # stdout itself is what failed: the one line below is all that is said
+        _drop_stdout()
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if debug:
+        print(text, file=sys.stderr, end="")
+        print(f"{prog}: unexpected error: {what}", file=sys.stderr)
         return 1
+    log = write_traceback_log(prog, text)
+    where = f"full traceback in {log}" if log else "run again with --debug for the traceback"
+    print(f"{prog}: unexpected error: {what} ({where})", file=sys.stderr)
+    return 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import tempfile
 import time
 import warnings
@@ -114,7 +116,7 @@ def _write(model, fmt: str, out: Path, x, arch: Arch, mean, std) -> None:
         with _no_deprecation_warnings():
             torch.jit.trace(model, x).save(str(out))
     else:
-        with _no_deprecation_warnings():  # the TorchScript-based ONNX exporter, deprecated for dynamo's
+        with _no_deprecation_warnings(), _quiet_native_stdout():  # TorchScript's ONNX exporter (dynamo's is new)
             torch.onnx.export(model, (x,), str(out), dynamo=False, input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
         _add_onnx_metadata(out, mean, std)
@@ -128,6 +130,22 @@ def _no_deprecation_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
+
+
+@contextlib.contextmanager
+def _quiet_native_stdout():
+    """Silence file descriptor 1 around the ONNX export: when an op cannot be exported, torch 2.14's exporter
+    prints the whole graph from C++ (its ONNX log is always on), which ``contextlib.redirect_stdout`` cannot
+    catch; the failure itself still reaches the user as one line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _add_onnx_metadata(path: Path, mean, std) -> None:

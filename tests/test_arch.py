@@ -91,7 +91,7 @@ def test_json_round_trip(tmp_path):
         ({"backbone": "resnet18", "placements": [{"position": 3, "module": "se", "op": "inside"},
                                                  {"position": 3, "module": "la", "op": "parallel"}]}, "collides"),
         ({"backbone": "resnet50", "variant": "v3"}, "unknown variant 'v3' for resnet50"),
-        ({"backbone": "wrn16_8", "width": 0.5}, "no width multiplier"),
+        ({"backbone": "densenet_bc100", "width": 0.5}, "no width multiplier"),
         ({"backbone": "mobilenetv2", "input_size": "big"}, "input_size must be an integer"),
         ({"backbone": "mobilenetv2", "placements": [{"module": "se"}]}, "missing key"),
     ],

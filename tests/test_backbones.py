@@ -11,9 +11,17 @@ import torchvision
 from nas_attn import Arch, ArchError, Placement, build_model, complexity
 from nas_attn.backbones import OPS, get_backbone, list_backbones
 from nas_attn.complexity import count_flops, count_params
+from nas_attn.errors import ModuleConfigError
 from nas_attn.modules import create, get_entry, list_modules
+from nas_attn.space.schema import SearchSection
 
 SMALL = 32  # small input: csm, sam and nonlocal (<= 1024 positions) are legal everywhere
+#: the groups a search offers by default; with a module's own default, the groups a module may be given
+SPACE_GROUPS = tuple(SearchSection.model_fields["groups"].default)
+#: no convolution, linear layer or matrix product: 0 multiply-adds by the papers' convention
+ELEMENTWISE = {"sge"}
+#: modules whose attention is (h*w)x(h*w): refused over their max_positions
+CAPPED = [m for m in list_modules() if get_entry(m).max_positions]
 
 
 def _arch(backbone, placements=(), size=SMALL, **kw):
@@ -21,8 +29,12 @@ def _arch(backbone, placements=(), size=SMALL, **kw):
     return Arch(backbone, placements=list(placements), **kw)
 
 
-def _groups(module):
-    return 2 if get_entry(module).takes_groups else None
+def _groups(module, channels):
+    """The largest groups the module may be given that divide ``channels``; ``None`` if it takes none."""
+    entry = get_entry(module)
+    if not entry.takes_groups:
+        return None
+    return max(g for g in {*SPACE_GROUPS, entry.default_groups} if channels % g == 0)
 
 
 @functools.cache
@@ -32,22 +44,22 @@ def _positions(backbone, size=SMALL):
 
 @functools.cache
 def _vanilla(backbone):
-    """Params and flops of the vanilla model, and of each of its numbered layers, on the meta device."""
+    """Params and flops of the vanilla model, and ``{position: (params, flops)}`` of each layer that may be
+    substituted (stride 1, as many channels out as in: its input is its output's shape), on the meta device."""
     arch = _arch(backbone)
     with torch.device("meta"):
         net = build_model(arch)
-    positions = [p for p in arch.positions() if p.ops]  # not MobileNetV2's classifier head
-    sides_in = [SMALL // get_backbone(backbone).stem_stride(True)] + [p.side for p in positions[:-1]]
-    layers = [(count_params(layer), count_flops(layer, (1, p.in_channels, side, side)))
-              for layer, p, side in zip(net.layers, positions, sides_in, strict=True)]
+    layers = {p.index: (count_params(net.layers[p.index - 1]),
+                        count_flops(net.layers[p.index - 1], (1, p.in_channels, p.side, p.side)))
+              for p in arch.positions() if p.substitutable}
     return complexity(arch), layers
 
 
 @functools.cache
-def _module_cost(module, channels, side):
+def _module_cost(module, channels, side, groups):
     """Params and flops of the module alone at a (channels, side x side) map, on the meta device."""
     with torch.device("meta"):
-        mod = create(module, channels, _groups(module))
+        mod = create(module, channels, groups)
     return count_params(mod), count_flops(mod, (1, channels, side, side))
 
 
@@ -58,15 +70,71 @@ def _rotation(positions, modules):
     return [[modules[(r * len(positions) + i) % len(modules)] for i in range(len(positions))] for r in range(rounds)]
 
 
+@functools.cache
+def _sample(backbone):
+    """``(op, modules)`` whole models of the backbone: for each op, every position where it is legal filled with
+    the modules cycled on from where the previous op left off; repeated until every module has been placed."""
+    modules = list_modules()
+    slots = [(op, [p for p in _positions(backbone) if op in p.ops]) for op in OPS]
+    models, placed = [], 0
+    while placed < len(modules):
+        for op, ps in (s for s in slots if s[1]):
+            models.append((op, [modules[(placed + i) % len(modules)] for i in range(len(ps))]))
+            placed += len(ps)
+    return models
+
+
+def _default_groups_if_legal(module, channels):
+    """``None`` (the module's default groups) where they divide the channels, else the largest that do."""
+    default = get_entry(module).default_groups
+    return None if default is None or channels % default == 0 else _groups(module, channels)
+
+
 @pytest.mark.parametrize("backbone", list_backbones())
-def test_every_module_is_counted_at_every_position_shape(backbone):
-    """Every module alone at the (channels, side) of every position -- what it sees there under every op: the
-    layer's output, its residual branch's or its shortcut's -- counted on the meta device."""
+def test_every_module_is_counted_at_every_legal_position_and_op(backbone):
+    """Every (position, op, module): the placement is legal, and the module alone, on the meta device at the map
+    every op gives it there (the layer's output shape: ``test_every_module_with_every_op_trains_a_step`` reads
+    it by hooks), with the largest groups dividing the channels, has parameters and multiply-adds (none for
+    element-wise sge). That a whole model adds exactly these counts is checked on a sample below."""
     for p in _positions(backbone):
-        if p.ops:
-            for module in list_modules():
-                params, flops = _module_cost(module, p.out_channels, p.side)
-                assert params >= 0 and flops >= 0
+        for op, m in ((op, m) for op in p.ops for m in list_modules()):
+            groups = _groups(m, p.out_channels)
+            _arch(backbone, [Placement(p.index, m, op, groups)]).validate()
+            params, flops = _module_cost(m, p.out_channels, p.side, groups)
+            assert params > 0 and (flops > 0) is (m not in ELEMENTWISE), (p, op, m)
+            _check_default_groups(backbone, p, op, m)
+
+
+def _check_default_groups(backbone, p, op, module):
+    """A module's default groups at ``p``: counted, or refused as an ArchError naming the placement."""
+    default = get_entry(module).default_groups
+    if default is None:
+        return
+    arch = _arch(backbone, [Placement(p.index, module, op)])
+    try:
+        arch.validate()
+        _module_cost(module, p.out_channels, p.side, default)
+    except (ArchError, ModuleConfigError):  # refused: complexity() says so in one line naming the placement
+        with pytest.raises(ArchError, match=rf"^placement 1 \({p.index}:[^\n]*$"):
+            complexity(arch)
+
+
+@pytest.mark.parametrize("backbone", list_backbones())
+def test_quadratic_modules_are_refused_over_their_cap_and_counted_under(backbone):
+    """At 64 px the first maps are 64x64 = 4096 positions: over the 1024 of csm, sam and nonlocal, refused in
+    one line naming the placement (before anything is built); counted everywhere else."""
+    size, refused = 2 * SMALL, 0
+    for p in _positions(backbone, size):
+        for op, m in ((op, m) for op in p.ops for m in CAPPED):
+            arch = _arch(backbone, [Placement(p.index, m, op)], size=size)
+            if p.side ** 2 <= get_entry(m).max_positions:
+                arch.validate()
+                assert min(_module_cost(m, p.out_channels, p.side, None)) > 0, (p, op, m)
+                continue
+            with pytest.raises(ArchError, match=rf"^placement 1 \({p.index}:[^\n]* over its limit of \d+"):
+                complexity(arch)
+            refused += 1
+    assert refused
 
 
 def _cases():
@@ -78,16 +146,20 @@ def _cases():
 
 @pytest.mark.parametrize("backbone,op", list(_cases()))
 def test_complexity_of_every_module_with_every_op_adds_up(backbone, op):
-    """complexity() of the backbone with the modules cycled over every position where ``op`` is legal is the
-    vanilla figure plus each module's own cost at its position, minus each substituted layer's: exactly."""
+    """complexity() of the backbone with modules at every position where ``op`` is legal (the sample: each module
+    in some whole model of every backbone, default groups where legal) is the vanilla figure plus each module's
+    own cost at its position, minus each substituted layer's: exactly."""
     positions = [p for p in _positions(backbone) if op in p.ops]
     vanilla, layers = _vanilla(backbone)
-    for chosen in _rotation(positions, list_modules()):
-        cost = complexity(_arch(backbone, [Placement(p.index, m, op, _groups(m)) for p, m in zip(positions, chosen, strict=True)]))
+    for chosen in (modules for op_, modules in _sample(backbone) if op_ == op):
+        placements = [Placement(p.index, m, op, _default_groups_if_legal(m, p.out_channels))
+                      for p, m in zip(positions, chosen, strict=True)]
+        cost = complexity(_arch(backbone, placements))
         expected = dict(vanilla)
-        for p, m in zip(positions, chosen, strict=True):
-            params, flops = _module_cost(m, p.out_channels, p.side)
-            removed = layers[p.index - 1] if op == "substitute" else (0, 0)
+        for p, pl in zip(positions, placements, strict=True):
+            groups = pl.groups or get_entry(pl.module).default_groups
+            params, flops = _module_cost(pl.module, p.out_channels, p.side, groups)
+            removed = layers[p.index] if op == "substitute" else (0, 0)
             expected["params"] += params - removed[0]
             expected["flops"] += flops - removed[1]
         assert cost == expected, chosen
@@ -110,8 +182,14 @@ def test_every_module_with_every_op_trains_a_step(backbone, op):
     size = _train_size(backbone)
     positions = [p.index for p in _positions(backbone, size) if op in p.ops]
     for chosen in _rotation(positions, list_modules()):
-        arch = _arch(backbone, [Placement(k, m, op, _groups(m)) for k, m in zip(positions, chosen, strict=True)], size=size)
+        arch = _arch(backbone, [Placement(k, m, op, _train_groups(m)) for k, m in zip(positions, chosen, strict=True)],
+                     size=size)
         _train_step(arch, sorted(set(chosen)))
+
+
+def _train_groups(module):
+    """2 divides every map's channels; which groups is the counting tests' concern, gradients are this one's."""
+    return 2 if get_entry(module).takes_groups else None
 
 
 def _train_step(arch, modules):
@@ -120,11 +198,16 @@ def _train_step(arch, modules):
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(2, arch.in_chans, arch.input_size, arch.input_size)
+    received = {}  # what each placed module is given: the shape the counting tests count it at
+    for pl, mod in model.placed:
+        mod.register_forward_pre_hook(lambda m, inp, k=pl.position: received.__setitem__(k, tuple(inp[0].shape[1:])))
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1]))
+    shapes = {p.index: (p.out_channels, p.side, p.side) for p in arch.positions()}
+    assert received == {pl.position: shapes[pl.position] for pl in arch.placements}
     loss.backward()
     assert torch.isfinite(loss)
     with torch.device("meta"):
-        kinds = {m: type(create(m, 16, _groups(m))) for m in modules}
+        kinds = {m: type(create(m, 16, _train_groups(m))) for m in modules}
     for m, kind in kinds.items():  # every placed module takes part: finite gradients, not all zero
         found = [mod for mod in model.modules() if type(mod) is kind]
         grads = [p.grad for mod in found for p in mod.parameters()]
@@ -185,10 +268,17 @@ def test_params_equal_the_reference_implementations(name, num_classes, params):
     assert complexity(Arch(name, num_classes=num_classes, input_size=32))["params"] == params
 
 
-@pytest.mark.parametrize("name,params_m", [("resnext29_8x64d", 34.4), ("densenet_bc100", 0.8)])
-def test_params_round_to_the_papers_figures(name, params_m):
-    """Xie et al. Table 7 (34.4M) and Huang et al. Table 2 (0.8M) give rounded figures only (CIFAR-10)."""
-    assert round(complexity(Arch(name, num_classes=10, input_size=32))["params"] / 1e6, 1) == params_m
+@pytest.mark.parametrize("name,params,paper_m", [
+    ("resnext29_8x64d", 34_426_698, 34.4),  # Xie et al. Table 7: 34.4M (CIFAR-10), rounded
+    ("densenet_bc100", 769_162, 0.8),  # Huang et al. Table 2: 0.8M (DenseNet-BC, L=100, k=12), rounded
+    ("resnext29_32x4d", 4_775_754, None),  # no published figure: a regression value only
+])
+def test_params_pinned_where_the_papers_round_or_say_nothing(name, params, paper_m):
+    """The papers give rounded figures or none, so the exact counts (10 classes) are our own, pinned so that a
+    change of layout shows; the rounded ones must still print as the papers'."""
+    counted = complexity(Arch(name, num_classes=10, input_size=32))["params"]
+    assert counted == params
+    assert paper_m is None or round(counted / 1e6, 1) == paper_m
 
 
 def test_resnet50_v1_strides_the_first_conv():
@@ -243,10 +333,15 @@ def test_cifar_networks_ignore_small_input():
 
 def test_families_declare_width_and_variants():
     assert {b for b in list_backbones() if get_backbone(b).has_width} == {
-        "mobilenetv2", "mobilenetv1", "resnet18", "resnet34", "resnet50", "drn_a_50", "drn_c_26", "drn_d_22"}
+        "mobilenetv2", "mobilenetv1", "resnet18", "resnet34", "resnet50", "drn_a_50", "drn_c_26", "drn_d_22",
+        "wrn16_8", "wrn16_10", "wrn28_10"}
+    # a WRN's width scales its widening factor: WRN-16-10 at 0.2 is WRN-16-2 (channels 32, 64, 128)
+    thin = Arch("wrn16_10", width=0.2, num_classes=10, input_size=32)
+    assert [p.out_channels for p in thin.positions()] == [32, 32, 64, 64, 128, 128]
+    assert complexity(thin)["params"] == 691_674
     with pytest.raises(ArchError, match="unknown variant 'v2' for resnet50"):
         Arch("resnet50", variant="v2").validate()
     with pytest.raises(ArchError, match="unknown variant 'v1' for resnet18"):
         Arch("resnet18", variant="v1").validate()
-    with pytest.raises(ArchError, match="wrn28_10 has no width multiplier"):
-        Arch("wrn28_10", width=2.0).validate()
+    with pytest.raises(ArchError, match="resnext29_8x64d has no width multiplier"):
+        Arch("resnext29_8x64d", width=2.0).validate()

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -61,9 +63,9 @@ def test_backbones_and_modules_lists():
 
 
 def test_paper_tables_unknown_paper_is_one_line_exit_2():
-    r = _run("paper-tables", "--paper", "LGAM")
+    r = _run("paper-tables", "--paper", "SENet")  # a paper of no module here
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "no figures for paper 'LGAM'" in r.stderr and "not available here: ULSAM, LGAM, LADNet" in r.stderr
+    assert "no figures for paper 'SENet'" in r.stderr and "not available here: " in r.stderr
 
 
 BAD_ARCHS = [
@@ -96,3 +98,51 @@ def test_bad_arch_input_is_one_line_exit_2(tmp_path, arch, message):
     r = _run("complexity", "--arch", arch)
     assert r.returncode == 2 and r.stdout == "", r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+def _run_env(*args, stdout=subprocess.PIPE, **env):
+    """``nas-attn`` as a user's shell runs it: output buffered (no PYTHONUNBUFFERED) unless ``env`` says so."""
+    e = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | env
+    return subprocess.run([sys.executable, "-m", "nas_attn", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, cwd=REPO, env=e, timeout=120)
+
+
+FULL = Path("/dev/full")  # every write fails with ENOSPC: a full disk, with nothing filled
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_an_unexpected_error_is_one_line_and_a_logged_traceback(tmp_path, unbuffered):
+    """Output to a full disk: the write fails in the command (unbuffered) or when its output is flushed; either
+    way one line naming the error and the log, exit status 1, the traceback in the log."""
+    with FULL.open("w") as full:
+        r = _run_env("positions", "resnet18", stdout=full, NAS_ATTN_LOG_DIR=str(tmp_path), PYTHONUNBUFFERED=unbuffered)
+    [log] = tmp_path.iterdir()
+    assert r.returncode == 1 and r.stderr == ("nas-attn: unexpected error: OSError: [Errno 28] No space left on "
+                                              f"device (full traceback in {log})\n"), r.stderr
+    text = log.read_text()
+    assert text.startswith("Traceback (most recent call last):") and "OSError: [Errno 28]" in text
+    assert "_positions" in text or not unbuffered  # unbuffered, the print in the command is what failed
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux)")
+def test_debug_prints_the_traceback_of_an_unexpected_error(tmp_path):
+    with FULL.open("w") as full:
+        r = _run_env("positions", "resnet18", "--debug", stdout=full, NAS_ATTN_LOG_DIR=str(tmp_path / "logs"),
+                     PYTHONUNBUFFERED="1")
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and lines[0] == "Traceback (most recent call last):" and "_positions" in r.stderr
+    assert lines[-1] == "nas-attn: unexpected error: OSError: [Errno 28] No space left on device"
+    assert not (tmp_path / "logs").exists()  # shown, not logged
+
+
+def test_a_broken_install_under_search_or_dashboard_is_one_line(tmp_path):
+    """What the dashboard imports is imported under the same guard: a package that fails to import (here a
+    broken plotly ahead on the path) is one line and a logged traceback."""
+    (tmp_path / "plotly").mkdir()
+    (tmp_path / "plotly" / "__init__.py").write_text('raise ImportError("plotly is broken here")\n')
+    r = _run_env("dashboard", str(tmp_path), PYTHONPATH=str(tmp_path), NAS_ATTN_LOG_DIR=str(tmp_path / "logs"))
+    [log] = (tmp_path / "logs").iterdir()
+    assert r.returncode == 1 and r.stderr == ("nas-attn dashboard: unexpected error: ImportError: plotly is broken "
+                                              f"here (full traceback in {log})\n"), r.stderr
+    assert "nas_attn/dashboard" in log.read_text()
