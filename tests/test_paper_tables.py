@@ -66,6 +66,20 @@ def test_unavailable_tables_say_where_they_were_looked_for():
     assert all(u.looked for u in UNAVAILABLE)
 
 
+def test_the_networks_of_unavailable_tables_carry_our_figures(comparisons):
+    ours = {c.figure.row: c for c in comparisons if c.status == "ours only"}
+    assert {c.figure.paper for c in ours.values()} == {"LGAM", "LADNet"} and len(ours) == 16
+    assert all(c.params and c.flops for c in ours.values())
+    wrn = ours["WRN-16-10 (vanilla)"]
+    assert wrn.params == 17_116_634 + 90 * 641  # the 10-class WRN-16-10 with a 100-class classifier
+    for label in ("WRN-16-10", "ResNeXt-29"):  # every module adds to the vanilla network, LGAM least of the MLPs
+        base = ours[f"{label} (vanilla)"].params
+        added = {m: ours[f"{label} + {m}"].params - base for m in ("SE", "SGE", "CBAM", "BAM", "LGAM")}
+        assert all(v > 0 for v in added.values()) and added["LGAM"] < min(added["SE"], added["CBAM"], added["BAM"])
+    for drn in ("DRN-C-26", "DRN-D-22"):  # LADNet's claim (below vanilla) is not reachable by an added module
+        assert ours[f"{drn} + LA beside every block"].params > ours[f"{drn} (vanilla)"].params
+
+
 def test_docs_hold_the_current_table(comparisons):
     docs = (REPO / "docs" / "paper-tables.md").read_text()
     assert to_markdown(comparisons) in docs

@@ -1,6 +1,7 @@
 """Space files: schema, domain checks at both budgets, encodings, run settings, and the search command's
 answers to bad input (one line, exit 2, nothing written)."""
 
+import os
 import re
 import textwrap
 
@@ -43,6 +44,32 @@ def test_every_shipped_space_validates_at_both_budgets_and_encodes(name):
             study.tell(trial, [0.5] * len(run.directions))
         if run.asha_grace_period is not None:
             assert run.asha_grace_period <= run.recipe.epochs
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_costliest_of_a_shipped_spaces_cpu_budget_archs_counts_and_trains_a_step(name):
+    """Each space is runnable on the CPU budget: of a few sampled archs, the one with the most multiply-adds is
+    counted, built and takes an optimiser step on a batch at the space's input size."""
+    import torch
+
+    from nas_attn import build_model, complexity
+
+    space = load_space(name)
+    run = space.for_run(RunSettings(), cpu_budget=space.file.cpu_budget is not None, num_classes=10, in_chans=1)
+    study, encoding = optuna.create_study(directions=run.directions), make_encoding(run)
+    archs = []
+    for _ in range(4):
+        trial, arch = encoding.ask(study)
+        archs.append((complexity(arch)["flops"], arch))
+        study.tell(trial, [0.5] * len(run.directions))
+    flops, arch = max(archs, key=lambda fa: fa[0])
+    assert flops > 0
+    model = build_model(arch).train()
+    x = torch.randn(2, 1, arch.input_size, arch.input_size)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1]))
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+    assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_shipped_spaces_cover_the_issues():
@@ -132,6 +159,17 @@ MALFORMED = [
     (GOOD + "train: {weight_decay: -1}\n", r"train\.weight_decay: Input should be greater than or equal to 0"),
     (GOOD + "train: {eval_batch_size: 0}\n", r"train\.eval_batch_size: Input should be greater than or equal to 1"),
     (GOOD + "train: {epochs: true}\n", r"train\.epochs: Input should be a valid integer"),
+    (GOOD + "train: {epochs: 1000001}\n", r"train\.epochs: Input should be less than or equal to 1000000"),
+    (GOOD + "train: {crop_padding: 1000000000}\n", r"train\.crop_padding: Input should be less than or equal to 4096"),
+    (GOOD + "train: {eval_batch_size: 100000000000000000000}\n",
+     r"train\.eval_batch_size: Input should be less than or equal to 65536"),
+    (GOOD + "train: {batch_size: 65537}\n", r"train\.batch_size: Input should be less than or equal to 65536"),
+    (GOOD + "train: {schedule: multistep, milestones: [2, 10000000]}\n",
+     r"train\.milestones\.1: Input should be less than or equal to 1000000"),
+    (GOOD + "train: {bn_recalibration: 1.0e+12}\n", r"train\.bn_recalibration: Input should be a valid integer"),
+    (GOOD + "train: {bn_recalibration: 100000000000}\n",
+     r"train\.bn_recalibration: Input should be less than or equal to 12800000"),
+    (GOOD + "cpu_budget: {batch_size: 1000000}\n", r"cpu_budget: batch_size: Input should be less than or equal to"),
     (GOOD + "train: {epochz: 3}\n", r"train\.epochz: unknown key"),
     (GOOD + "sampler: {name: cmaes}\n", r"sampler\.name: Input should be 'nsga2', 'tpe', 'random' or 'gp'"),
     (GOOD + "sampler: {seed: 18446744073709551616}\n", r"sampler\.seed: Input should be less than 4294967296"),
@@ -211,6 +249,10 @@ BAD_COMMANDS = [
     (["--space", "smoke", "--data-root", "/nonexistent/fmnist"], r"--data-root /nonexistent/fmnist: no such directory"),
     (["--space", "smoke", "--bogus-flag"], r"unrecognized arguments: --bogus-flag"),
     (["--space", "smoke", "--resume"], r"--resume: no earlier run of space 'smoke'"),
+    (["--space", "smoke", "--resume", "--run-id", "typo-id"],
+     r"--resume --run-id typo-id: no run to resume in .*/smoke/typo-id \(no manifest\.json\)"),
+    (["--space", "smoke", "--cpus-per-trial", str((os.cpu_count() or 1) + 1)],
+     r"--cpus-per-trial \d+: more CPUs per trial than this machine has \(\d+\); a local Ray would wait"),
     (["--space", "smoke", "--address", "127.0.0.1:9"], r"--address 127\.0\.0\.1:9: no Ray cluster answers there"),
     (["--space", "mobilenetv2_mixed", "--epochs", "2", "--full-budget"], r"--epochs 2: fewer than ASHA's grace period"),
 ]

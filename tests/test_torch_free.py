@@ -50,7 +50,7 @@ def test_loading_the_papers_spaces_imports_no_torch():
     r = _run("""
         import sys
         from nas_attn.space import load_space
-        for name in ("ladnet_drn", "lgam_cifar", "csm_resnet"):
+        for name in ("ladnet_drn", "lgam_cifar", "lgam_wrn", "csm_resnet"):
             load_space(name)
         print("torch" in sys.modules)
     """)

@@ -10,10 +10,13 @@ class WideResNet(Backbone):
     64k (strides 1, 2, 2; a 1×1 conv shortcut on the pre-activated input where the shape changes), then
     BN-ReLU, global average pool and a classifier.
 
-    A CIFAR network: its stem never downsamples, so ``small_input`` changes nothing.
+    A CIFAR network: its stem never downsamples, so ``small_input`` changes nothing. ``width`` scales the
+    widening factor k (the blocks' 16k, 32k, 64k channels, rounded to the nearest integer; the 16-channel stem
+    stays, as k leaves it): ``wrn16_10`` at width 0.2 is WRN-16-2, which a CPU can train.
     """
 
     net_module = "nas_attn.backbones.nets.wrn"
+    has_width = True
 
     def __init__(self, depth: int, widen: int, reference: str) -> None:
         self.name = f"wrn{depth}_{widen}"
@@ -29,7 +32,7 @@ class WideResNet(Backbone):
     def layer_specs(self, width: float = 1.0, small_input: bool = False, in_chans: int = 3) -> list[LayerSpec]:
         specs, cin = [], 16
         for stage, base in enumerate((16, 32, 64)):
-            cout = base * self.widen
+            cout = max(1, round(base * self.widen * width))
             for i in range(self.blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
                 specs.append(LayerSpec(len(specs) + 1, "preact_basic", cin, cout, stride, residual=True))

@@ -7,7 +7,9 @@ Where the figures come from (the search that found them is in ``docs/paper-table
   module-overhead, ImageNet-1K, fine-grained and ablation tables. They give the figures but not the layers
   ULSAM was placed at: such rows carry the placement that reproduces the figures, marked *inferred*, with the
   layers that give the same figures.
-- LGAM and LADNet: no table was reachable (``UNAVAILABLE``).
+- LGAM and LADNet: no table was reachable (``UNAVAILABLE``). Their networks are still listed, with our figures
+  only (no paper figure), so that a user who has the paper can read theirs beside ours: LGAM's Table 1 networks
+  as the project's issue names them, and LADNet's DRNs with Light-Attention beside every block.
 - The backbones the papers build on: the DRN authors' README (github.com/fyu/drn) and the papers the project's
   domain specification quotes (Xie et al. 2017, Zagoruyko & Komodakis 2016, Huang et al. 2017).
 
@@ -233,7 +235,48 @@ BACKBONE_FIGURES = (
               Arch("densenet_bc100", num_classes=10, input_size=32)),
 )
 
-FIGURES: tuple[Figure, ...] = ULSAM_FIGURES + BACKBONE_FIGURES
+_LGAM_TABLE1 = ("Table 1 networks on CIFAR-100 (WRN-16-10, ResNeXt-29 8x64d; the paper's figures were not "
+                "available here)")
+_LGAM_SOURCE = "the networks and baselines the project's issue 8 names for LGAM Table 1; no figure printed here"
+_LGAM_LAYOUT = ("LGAM's layout, one module after the last block of each stage (LGAM section 2: after conv2_x ... "
+                "conv5_x); where the paper puts SE, SGE, CBAM and BAM is not known here")
+_SGE_GROUPS = "; SGE with 32 groups (Li et al.'s 64 does not divide WRN-16-10's 160 channels)"
+
+
+def _lgam_row(backbone: str, label: str, stage_ends: tuple[int, ...], module: str | None,
+              groups: int | None = None) -> Figure:
+    placements = [Placement(k, module, "insert", groups=groups) for k in stage_ends] if module else []
+    arch = Arch(backbone, num_classes=100, input_size=32, small_input=True, placements=placements)
+    name = f"{label} + {module.upper()}" if module else f"{label} (vanilla)"
+    note = (_LGAM_LAYOUT + (_SGE_GROUPS if module == "sge" else "")) if module else ""
+    return Figure("LGAM", _LGAM_TABLE1, name, _LGAM_SOURCE, None, None, arch, placement=note)
+
+
+LGAM_FIGURES = tuple(
+    _lgam_row(backbone, label, ends, module, groups)
+    for backbone, label, ends in (("wrn16_10", "WRN-16-10", (2, 4, 6)), ("resnext29_8x64d", "ResNeXt-29", (3, 6, 9)))
+    for module, groups in ((None, None), ("se", None), ("sge", 32), ("cbam", None), ("bam", None), ("lgam", 4))
+)
+
+
+def _ladnet_row(backbone: str, label: str, blocks: range, with_la: bool) -> Figure:
+    placements = [Placement(k, "la", "parallel") for k in blocks] if with_la else []
+    return Figure(
+        "LADNet", "Tables 7-11 networks (the paper's figures were not available here)",
+        f"{label} + LA beside every block" if with_la else f"{label} (vanilla)",
+        "LADNet III.C (the LA module in parallel with each block's main line and shortcut); no figure printed here",
+        None, None, Arch(backbone, placements=placements),
+        reason=("LADNet's figures put LA networks below the vanilla parameter count (the project's domain "
+                "specification): no module added beside a block can do that; ours are above it") if with_la else "")
+
+
+#: the residual blocks of each DRN (DRN-D-22's layers 1, 2 are plain convolutions: docs/numbering.md)
+LADNET_FIGURES = tuple(_ladnet_row(b, label, blocks, la)
+                       for b, label, blocks in (("drn_c_26", "DRN-C-26", range(1, 11)),
+                                                ("drn_d_22", "DRN-D-22", range(3, 11)))
+                       for la in (False, True))
+
+FIGURES: tuple[Figure, ...] = ULSAM_FIGURES + LGAM_FIGURES + LADNET_FIGURES + BACKBONE_FIGURES
 
 _SEARCHED = (
     "search corpora 'pages', 'docs' and 'code' (paper titles, author names, module names, table contents)",

@@ -15,8 +15,8 @@ TOLERANCE = 0.01
 @dataclass(frozen=True)
 class Comparison:
     """One figure and ours: ``status`` is ``match`` (within 1 %), ``rounds`` (ours prints as the paper's
-    figure at its precision), ``differs`` (explained by ``figure.reason``) or ``n/a`` (nothing here expresses
-    the row)."""
+    figure at its precision), ``differs`` (explained by ``figure.reason``), ``n/a`` (nothing here expresses
+    the row) or ``ours only`` (a network of a table whose figures were not found)."""
 
     figure: Figure
     params: int | None
@@ -35,6 +35,8 @@ class Comparison:
         pairs = [(q, v) for q, v in ((self.figure.params, self.params), (self.figure.flops, self.flops)) if q]
         if self.figure.target is None:
             return "n/a"
+        if not pairs:
+            return "ours only"
         if all(abs(v - q.value) <= TOLERANCE * q.value for q, v in pairs):
             return "match"
         if all(abs(v - q.value) <= TOLERANCE * q.value or q.printed_as(v) for q, v in pairs):
@@ -102,9 +104,9 @@ def _note(c: Comparison) -> str:
     notes = [c.figure.placement] if c.figure.placement else []
     if c.status == "rounds":
         notes.append("ours prints as the paper's figure at its precision")
-    if c.status in ("differs", "n/a") or (c.figure.reason and c.status != "match"):
+    if c.status in ("differs", "n/a", "ours only") or (c.figure.reason and c.status != "match"):
         notes.append(c.figure.reason)
-    return "; ".join(notes)
+    return "; ".join(n for n in notes if n)
 
 
 COLUMNS = ("paper", "table", "row", "arch", "paper params", "ours", "diff", "paper flops", "ours", "diff",

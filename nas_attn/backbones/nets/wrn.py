@@ -23,7 +23,7 @@ def build(family: WideResNet, s: BuildSettings) -> NumberedNet:
     blocks = [
         PreActBasic(p.in_channels, p.out_channels, stride=p.stride, conv_layer=_conv,
                     norm_layer=BatchNormAct2d, proj_layer=DownsampleConv)
-        for p in family.layer_specs()
+        for p in family.layer_specs(s.width)
     ]
     width = blocks[-1].conv2.out_channels
     head = nn.Sequential(BatchNormAct2d(width), ClassifierHead(width, s.num_classes))
