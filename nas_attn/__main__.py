@@ -124,7 +124,7 @@ def build_parser() -> OneLineArgumentParser:
     m.set_defaults(fn=_modules)
     t = sub.add_parser("paper-tables", help="the source papers' params/FLOPs figures beside ours")
     t.add_argument("--format", choices=("text", "markdown", "json"), default="text")
-    t.add_argument("--paper", default=None, help="only this paper's rows (ULSAM, backbone)")
+    t.add_argument("--paper", default=None, help="only this paper's rows (ULSAM, LGAM, LADNet, backbone)")
     t.set_defaults(fn=_paper_tables)
     sub.add_parser("search", help="run a search (see nas-attn search --help)")
     sub.add_parser("dashboard", help="the Pareto dashboard (see nas-attn dashboard --help)")

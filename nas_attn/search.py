@@ -198,6 +198,8 @@ def _load_data(options: SearchOptions, space: SearchSpace, say: Callable[[str], 
     say(f"data: {ds.describe()}")
     if ds.cache is not None:
         how = f"decoded in {ds.cache.meta.build_s:.1f} s" if ds.cache.built else "reused"
+        if ds.cache.built and ds.cache.why != "not built":  # a damaged or stale entry: say what was wrong
+            how += f"; the entry there before was rebuilt: {ds.cache.why}"
         say(f"cache: {ds.cache.path} ({how})")
     for warning in ds.warnings:
         say(f"warning: {warning}")

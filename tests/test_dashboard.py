@@ -214,4 +214,8 @@ def test_committed_example_run_opens():
     assert (data.front["flops"] < vanilla["flops"]).all() and data.front["val_acc_final"].max() > vanilla["val_acc_final"]
     assert data.heatmap_images is not None and data.front["test_top5"].notna().all()
     html = build_page([data])
-    assert "Pareto front" in html and "mobilenetv2_ulsam/mobilenetv2_ulsam-cpu-budget" in html
+    assert "mobilenetv2_ulsam/mobilenetv2_ulsam-cpu-budget" in html
+    drawn = [t for t in _figure(html, "pareto")["data"] if t.get("meta", {}).get("kind") == "complete"][0]
+    assert sorted(c[1] for c in drawn["customdata"]) == sorted(data.trials["trial"])  # its 8 trials are drawn
+    table = re.search(r'<table class="sortable" id="front-table">.*?</table>', html, re.S).group(0)
+    assert sorted(map(int, re.findall(r'data-trial="(\d+)"', table))) == sorted(committed["trial"])
