@@ -138,7 +138,11 @@ def _quiet_native_stdout():
     prints the whole graph from C++ (its ONNX log is always on), which ``contextlib.redirect_stdout`` cannot
     catch; the failure itself still reaches the user as one line."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all (closed): nothing to silence
+        yield
+        return
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)

@@ -14,6 +14,8 @@ every trial (chosen once per run, one class after another, and recorded). Stored
 from __future__ import annotations
 
 import json
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,19 @@ def class_names(dataset) -> tuple[str, ...]:
     return names if len(names) == dataset.num_classes else ()
 
 
+#: what reading a damaged ``.npz`` raises (a truncated zip, a missing array, bytes that are not one)
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed ``.npz`` under a temporary name, then rename it into place: a reader (the dashboard
+    watching the folder) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class HeatmapImages:
     """The fixed test images of a run's heatmaps."""
@@ -81,9 +96,9 @@ class HeatmapImages:
     def save(self, run_dir: Path) -> None:
         folder = Path(run_dir) / FOLDER
         folder.mkdir(exist_ok=True)
-        np.savez_compressed(folder / IMAGES, indices=self.indices, images=self.images, labels=self.labels,
-                            mean=np.array(self.mean), std=np.array(self.std),
-                            class_names=np.array(json.dumps(list(self.class_names))))
+        save_npz(folder / IMAGES, indices=self.indices, images=self.images, labels=self.labels,
+                 mean=np.array(self.mean), std=np.array(self.std),
+                 class_names=np.array(json.dumps(list(self.class_names))))
 
     @classmethod
     def load(cls, run_dir: Path) -> HeatmapImages | None:
@@ -109,9 +124,10 @@ class TrialHeatmaps:
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / FOLDER / f"{self.trial}.npz"
+        path.parent.mkdir(exist_ok=True)
         extra = {} if self.indices is None else {"indices": self.indices}
-        np.savez_compressed(path, layers=np.array(list(self.layers)), maps=self.maps, predicted=self.predicted,
-                            confidence=self.confidence, **extra)
+        save_npz(path, layers=np.array(list(self.layers)), maps=self.maps, predicted=self.predicted,
+                 confidence=self.confidence, **extra)
         return path
 
     @classmethod
@@ -192,17 +208,37 @@ def stored_trials(run_dir: Path) -> list[int]:
     return sorted(int(p.stem) for p in (Path(run_dir) / FOLDER).glob("*.npz") if p.stem.isdigit())
 
 
+def _drawn_on(run_dir: Path, trial: int, images: HeatmapImages) -> bool:
+    try:
+        return images.drawn_on(TrialHeatmaps.load(run_dir, trial))
+    except UNREADABLE:  # a damaged file is drawn again like one on other images
+        return False
+
+
 def make_heatmaps(run_dir: Path, trials: list[int], images: HeatmapImages) -> list[Path]:
     """Heatmaps of each of ``trials`` (their saved weights) on ``images``, written to the run folder.
 
     Heatmaps already stored that were made on other images are made again on these, so that every trial in the
     folder (the vanilla one above all, which the dashboard shows beside each) is drawn on the same images.
     """
+    from nas_attn.errors import NasAttnError
     from nas_attn.export import load_trial
 
-    stale = [t for t in stored_trials(run_dir) if not images.drawn_on(TrialHeatmaps.load(run_dir, t))]
-    images.save(run_dir)
-    return [compute_heatmaps(load_trial(run_dir, t), t, images).save(run_dir) for t in sorted({*trials, *stale})]
+    stale = [t for t in stored_trials(run_dir) if not _drawn_on(run_dir, t, images)]
+    made = []
+    # all in memory first, the trials asked for first: a trial whose weights are missing writes nothing
+    for t in [*sorted(set(trials)), *sorted(set(stale) - set(trials))]:
+        try:
+            made.append(compute_heatmaps(load_trial(run_dir, t), t, images))
+        except NasAttnError as exc:
+            if t in trials:
+                raise
+            raise NasAttnError(f"trial {t} has heatmaps on the run's other images and cannot be drawn again on "
+                               f"these ({exc}); nothing written: keep the run's number of images (--images)") \
+                from None
+    paths = [h.save(run_dir) for h in made]
+    images.save(run_dir)  # last: until then the folder's images are those its other heatmaps were drawn on
+    return paths
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray | None) -> np.ndarray:

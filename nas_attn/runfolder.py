@@ -62,7 +62,7 @@ class RunFolder:
             return {}
         try:
             manifest = json.loads(self.manifest_path.read_text())
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, RecursionError) as exc:
             raise NasAttnError(f"{self.manifest_path}: not readable JSON ({exc})") from None
         return check_manifest(self.manifest_path, manifest)
 

@@ -14,6 +14,7 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 def env() -> dict:
     e = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    e.pop("RAY_ADDRESS", None)  # the tests start their own local Ray (a test that joins one sets it itself)
     e["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return e
 

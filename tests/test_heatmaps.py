@@ -110,3 +110,36 @@ def test_compute_heatmaps_has_one_map_per_placed_module():
                            np.array([0, 1, 2]), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     h = compute_heatmaps(build_model(arch), 7, images)
     assert h.layers == (FEATURES, "2:se/in", "4:eca/par", "8:1 cbam") and h.maps.shape == (4, 3, 32, 32)
+
+
+def test_heatmaps_that_cannot_all_be_drawn_again_write_nothing(tmp_path):
+    """The committed example keeps no weights: asking it for heatmaps on 4 images fails in one line, and its
+    heatmaps on 8 images stay as they were (the dashboard still shows them)."""
+    import shutil
+
+    import pytest
+
+    from nas_attn.dashboard.rundata import load_run
+    from nas_attn.errors import NasAttnError
+    from nas_attn.heatmaps import heatmaps_command
+
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "results" / "examples" / "mobilenetv2_ulsam-cpu-budget", run)
+    before = {p.name: p.read_bytes() for p in (run / "heatmaps").iterdir()}
+    with pytest.raises(NasAttnError, match="trial 1"):
+        heatmaps_command(run, [1], 4)
+    assert {p.name: p.read_bytes() for p in (run / "heatmaps").iterdir()} == before
+    assert sorted(load_run(run).heatmaps) == sorted(int(n[:-4]) for n in before if n[:-4].isdigit())
+
+
+def test_a_damaged_heatmap_file_is_a_one_line_dashboard_error(tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "results" / "examples" / "mobilenetv2_ulsam-cpu-budget", run)
+    victim = next((run / "heatmaps").glob("[0-9]*.npz"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    r = subprocess.run([sys.executable, "-m", "nas_attn", "dashboard", run, "--out", tmp_path / "p.html"],
+                       capture_output=True, text=True, timeout=120, env=env(), cwd=REPO)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "heatmaps: unreadable (BadZipFile" in r.stderr and not (tmp_path / "p.html").exists()

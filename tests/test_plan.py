@@ -46,7 +46,8 @@ def test_flags_win_over_either_budget(tmp_path, cluster):
     assert (plan.space.trials, plan.space.recipe.epochs, plan.resources.concurrency) == (3, 2, 1)
 
 
-def test_per_trial_cpus_beyond_a_local_ray_are_refused(tmp_path):
+def test_per_trial_cpus_beyond_a_local_ray_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local Ray, the only kind checked
     with pytest.raises(NasAttnError, match="--cpus-per-trial 4: more CPUs per trial than this machine has"):
         _plan(tmp_path, {"CPU": 2.0}, cpus_per_trial=4)
     assert not (tmp_path / "run").exists()

@@ -12,7 +12,7 @@ import pandas as pd
 
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
-from nas_attn.heatmaps import HeatmapImages, TrialHeatmaps
+from nas_attn.heatmaps import UNREADABLE, HeatmapImages, TrialHeatmaps
 from nas_attn.results import (
     HISTORY_COLUMNS,
     add_reeval_columns,
@@ -147,7 +147,7 @@ def _heatmaps(run_dir: Path, trials: pd.DataFrame) -> tuple[HeatmapImages | None
     try:
         images = HeatmapImages.load(run_dir)
         found = {int(t): TrialHeatmaps.load(run_dir, int(t)) for t in trials["trial"]} if images is not None else {}
-    except (OSError, ValueError, KeyError) as exc:
+    except UNREADABLE as exc:
         raise DashboardError(f"{run_dir}/heatmaps: unreadable ({type(exc).__name__}: {exc})") from None
     # heatmaps drawn on other images than the recorded ones (a folder edited by hand) are left out, not misdrawn
     return images, {t: h for t, h in found.items() if h is not None and images.drawn_on(h)}

@@ -67,7 +67,8 @@ class DashboardServer(socketserver.TCPServer):
     def version(self) -> str:
         latest = 0.0
         for d in self.run_dirs:
-            for f in ("optuna.journal", "manifest.json", "front_eval.json", "trials.parquet"):
+            # heatmaps/: its files are renamed into place, which changes the folder's own mtime
+            for f in ("optuna.journal", "manifest.json", "front_eval.json", "trials.parquet", "heatmaps"):
                 p = d / f
                 if p.exists():
                     latest = max(latest, p.stat().st_mtime)

@@ -248,14 +248,15 @@ def _lgam_row(backbone: str, label: str, stage_ends: tuple[int, ...], module: st
     placements = [Placement(k, module, "insert", groups=groups) for k in stage_ends] if module else []
     arch = Arch(backbone, num_classes=100, input_size=32, small_input=True, placements=placements)
     name = f"{label} + {module.upper()}" if module else f"{label} (vanilla)"
-    note = (_LGAM_LAYOUT + (_SGE_GROUPS if module == "sge" else "")) if module else ""
+    note = (_LGAM_LAYOUT + (_SGE_GROUPS if module == "sge" and groups != 64 else "")) if module else ""
     return Figure("LGAM", _LGAM_TABLE1, name, _LGAM_SOURCE, None, None, arch, placement=note)
 
 
 LGAM_FIGURES = tuple(
-    _lgam_row(backbone, label, ends, module, groups)
-    for backbone, label, ends in (("wrn16_10", "WRN-16-10", (2, 4, 6)), ("resnext29_8x64d", "ResNeXt-29", (3, 6, 9)))
-    for module, groups in ((None, None), ("se", None), ("sge", 32), ("cbam", None), ("bam", None), ("lgam", 4))
+    _lgam_row(backbone, label, ends, module, groups if module != "sge" else sge_groups)
+    for backbone, label, ends, sge_groups in (("wrn16_10", "WRN-16-10", (2, 4, 6), 32),
+                                              ("resnext29_8x64d", "ResNeXt-29", (3, 6, 9), 64))
+    for module, groups in ((None, None), ("se", None), ("sge", None), ("cbam", None), ("bam", None), ("lgam", 4))
 )
 
 
