@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,20 @@ def test_smoke_run_leaves_every_result_file(smoke_run):
                            "note": m["budget"]["note"]} and "no GPU: using the space's cpu_budget" in r.stdout
     assert m["recipe"]["batch_size"] == 32 and m["recipe"]["lr"] == 0.05 and m["encoding"] == "joint"
     assert load_study(run, "smoke").metric_names == ["val_acc", "flops"]  # what optuna-dashboard shows
+
+
+def test_smoke_progress_lines_are_consistent(smoke_run):
+    """Output that is not a terminal gets plain lines: one per finished trial, and status lines whose counts add
+    up, never go back, and end at the budget (issue: '8/8 done, 1 running' and an ETA that did not move)."""
+    _, r = smoke_run
+    status = [tuple(map(int, m)) for m in re.findall(
+        r"trials (\d+)/(\d+) done \((\d+) complete, (\d+) pruned, (\d+) failed", r.stdout)]
+    assert status and all(budget == 4 and done == c + p + f for done, budget, c, p, f in status), status
+    dones = [s[0] for s in status]
+    assert dones == sorted(dones) and dones[-1] == 4
+    finished = re.findall(r"^trial (\d+): (?:val|failed|stopped)", r.stdout, re.M)
+    assert sorted(map(int, finished)) == list(range(4))
+    assert re.search(r"trials 4/4 done \(4 complete, 0 pruned, 0 failed\), 0 running", r.stdout)
 
 
 def test_smoke_trials_and_history_are_consistent(smoke_run):
