@@ -151,11 +151,11 @@ def resolve_run_folder(results_dir: str | None, space_name: str, run_id: str | N
     return RunFolder(base / dt.datetime.now().strftime("%Y%m%d-%H%M%S"), False)
 
 
-def check_resumable(run: RunFolder, space_path: Path, space_sha256: str) -> None:
-    """A resumed run must use the space file it started with."""
+def check_resumable(run: RunFolder, manifest: dict[str, Any], space_path: Path, space_sha256: str) -> None:
+    """A resumed run (``manifest``: its manifest) must use the space file it started with."""
     if not run.resuming:
         return
-    recorded = run.read_manifest().get("space_sha256")
+    recorded = manifest.get("space_sha256")
     if recorded and recorded != space_sha256:
         raise SpaceError(f"{space_path}: changed since run {run.path.name} started (sha256 differs); "
                          f"resume with the same file or start a new run")

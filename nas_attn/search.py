@@ -130,8 +130,7 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     # a run folder that exists is locked at once: a second search on it stops here, before Ray starts
     lock = RunLock(run.path).acquire() if run.path.is_dir() else RunLock(run.path)
     try:
-        check_resumable(run, space_.path, space_.sha256)
-        _check_run_files(run, options)
+        _check_run_files(run, space_, options)
         for warning in space_.warnings:
             say(f"warning: {space_.path.name}: {warning}")
         return _run_locked(options, space_, run, lock, say)
@@ -139,13 +138,14 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
         lock.release()
 
 
-def _check_run_files(run: RunFolder, options: SearchOptions) -> None:
+def _check_run_files(run: RunFolder, space: SearchSpace, options: SearchOptions) -> None:
     """A run folder's files, read as the search will read them but writing nothing, before Ray starts: damage
-    is one line now, not after Ray started or the trials trained."""
+    (or a changed space file) is one line now, not after Ray started or the trials trained."""
     from nas_attn.results import load_front_eval
     from nas_attn.storage import check_journal, check_study_present
 
     manifest = run.read_manifest()
+    check_resumable(run, manifest, space.path, space.sha256)
     if not options.storage:
         check_journal(run.journal)
         if run.resuming:

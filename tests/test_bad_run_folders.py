@@ -114,9 +114,10 @@ def test_resuming_a_damaged_run_folder_is_refused_at_once_and_writes_nothing(exa
 def test_an_intact_example_run_passes_the_checks(example_run):
     from nas_attn.runfolder import RunFolder
     from nas_attn.search import _check_run_files
+    from nas_attn.space import load_space
 
     run, space = example_run
-    _check_run_files(RunFolder(run, True), SearchOptions.from_flags(space=str(space)))
+    _check_run_files(RunFolder(run, True), load_space(str(space)), SearchOptions.from_flags(space=str(space)))
 
 
 SMALL = """
