@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nas_attn.backbones.base import Backbone, LayerSpec
+from nas_attn.backbones.resnet import scaled
 
 
 class WideResNet(Backbone):
@@ -32,7 +33,7 @@ class WideResNet(Backbone):
     def layer_specs(self, width: float = 1.0, small_input: bool = False, in_chans: int = 3) -> list[LayerSpec]:
         specs, cin = [], 16
         for stage, base in enumerate((16, 32, 64)):
-            cout = max(1, round(base * self.widen * width))
+            cout = scaled(base * self.widen, width)
             for i in range(self.blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
                 specs.append(LayerSpec(len(specs) + 1, "preact_basic", cin, cout, stride, residual=True))
