@@ -103,8 +103,9 @@ class SearchOptions:
                            gpus_per_trial=self.gpus_per_trial, compile=self.compile)
 
     def command_line(self, prog: str = "search.py") -> str:
-        """A command line that gives these options (for "resume with …" messages)."""
-        out = [*prog.split(), "--space", shlex.quote(self.space)]
+        """A command line that gives these options (for "resume with …" messages); ``prog`` is put first as
+        it is (already quoted for a shell)."""
+        out = [prog, "--space", shlex.quote(self.space)]
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name == "space" or v is None or v is False or (f.name == "reevaluate_front" and v == 0):

@@ -113,11 +113,11 @@ def test_resuming_a_damaged_run_folder_is_refused_at_once_and_writes_nothing(exa
 
 def test_an_intact_example_run_passes_the_checks(example_run):
     from nas_attn.runfolder import RunFolder
-    from nas_attn.search import _check_run_files
+    from nas_attn.search import check_run_files
     from nas_attn.space import load_space
 
     run, space = example_run
-    _check_run_files(RunFolder(run, True), load_space(str(space)), SearchOptions.from_flags(space=str(space)))
+    check_run_files(RunFolder(run, True), load_space(str(space)), SearchOptions.from_flags(space=str(space)))
 
 
 SMALL = """
@@ -134,9 +134,9 @@ train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
 def test_an_error_after_the_attempt_opened_closes_it_as_failed(tmp_path):
     """The driver's own path (no Ray: the plan is made for a given cluster): a study with other objectives
     than the space's is refused after the attempt was recorded; the manifest says failed, not running."""
-    from nas_attn import search as driver
     from nas_attn.plan import DatasetInfo, make_plan
     from nas_attn.runfolder import resolve_run_folder
+    from nas_attn.search import data_handle, load_search_data, process_settings, run_attempt
     from nas_attn.stopping import StopRequest
     from nas_attn.storage import RunLock
 
@@ -150,11 +150,12 @@ def test_an_error_after_the_attempt_opened_closes_it_as_failed(tmp_path):
     options = SearchOptions.from_flags(space=str(space_file), results_dir=str(tmp_path / "results"), run_id="r1",
                                        quiet=True)
     space = load_space(options.space)
-    ds = driver._load_data(options, space, lambda _: None)
+    ds = load_search_data(options, space)
     plan = make_plan(options, space, resolve_run_folder(options.results_dir, "s", "r1", False),
                      DatasetInfo(ds.name, ds.source, ds.num_classes, ds.in_chans), {"CPU": 1.0})
-    with pytest.raises(NasAttnError, match="has other objectives than val_acc, flops, params"):
-        driver._execute(plan, driver._handle(ds, plan.space, options), lambda _: None, StopRequest(), RunLock(run))
+    with RunLock(run), process_settings() as settings, \
+            pytest.raises(NasAttnError, match="has other objectives than val_acc, flops, params"):
+        run_attempt(plan, data_handle(ds, plan.space, options), lambda _: None, StopRequest(), settings)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed" and len(manifest["attempts"]) == 2
     assert manifest["attempts"][-1]["ended"] and "has other objectives" in manifest["attempts"][-1]["reason"]

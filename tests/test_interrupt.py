@@ -63,10 +63,12 @@ def test_ctrl_c_records_running_trials_as_interrupted_and_the_printed_command_re
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     done_before = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
 
+    # the command works as pasted, from another folder: this interpreter, search.py and the space by full path
     command = shlex.split(lines[-1].split("resume with: ", 1)[1])
-    assert command[:2] == ["python", "search.py"] and "--run-id" in command
-    r = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=600, env=env(),
-                       cwd=REPO)
+    assert command[:2] == [sys.executable, str(REPO / "search.py")] and "--run-id" in command, command
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env(), cwd=elsewhere)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     study = load_study(run, "stoppable")
     complete = {t.number for t in study.trials if t.state == TrialState.COMPLETE}

@@ -56,3 +56,33 @@ def test_loading_the_papers_spaces_imports_no_torch():
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_the_search_driver_refuses_bad_input_and_a_locked_run_folder_without_torch_or_ray(tmp_path):
+    """The search package and its modules that run before the input is checked import neither torch nor Ray,
+    and neither does a search refused for bad input or for a run folder another search holds."""
+    run = tmp_path / "results" / "smoke" / "r1"
+    run.mkdir(parents=True)
+    r = _run(f"""
+        import sys
+        from nas_attn.errors import NasAttnError
+        from nas_attn.search import SearchResult, build_parser, main, ray_session, run_search
+        import nas_attn.search.driver, nas_attn.search.flags, nas_attn.search.folder, nas_attn.search.inputs
+        import nas_attn.search.process
+        from nas_attn.storage import RunLock
+        lock = RunLock({str(run)!r}).acquire()
+        for flags in (dict(trials=0), dict(epochs=-1), dict(sampler="nope"),
+                      dict(results_dir={str(tmp_path / "results")!r}, run_id="r1")):
+            try:
+                run_search("smoke", **flags)
+                raise SystemExit("accepted " + str(flags))
+            except NasAttnError as exc:
+                print(exc)
+        assert main(["--space", "nosuch"]) == 2
+        print("torch" in sys.modules, "ray" in sys.modules)
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "is in use by another search" in lines[-2]
+    assert lines[-1] == "False False"
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]

@@ -1,0 +1,62 @@
+"""The search's command line: ``python search.py …`` and ``nas-attn search …``."""
+
+from __future__ import annotations
+
+import sys
+
+from nas_attn.cli import OneLineArgumentParser, run_cli
+from nas_attn.results import format_front
+from nas_attn.search.driver import SearchResult, run_search
+from nas_attn.space import SAMPLERS
+
+
+def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
+    p = OneLineArgumentParser(prog=prog, description="Search attention placements: Optuna samplers propose, "
+                                                     "Ray Tune trains, the run folder keeps the Pareto front.")
+    p.add_argument("--space", required=True, help="a name in search_spaces/ or a path to a .yaml file")
+    p.add_argument("--trials", type=int, help="trials to finish (complete, pruned or failed); default: the space's")
+    p.add_argument("--epochs", type=int, help="epochs per trial; default: the space's")
+    p.add_argument("--dataset", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"])
+    p.add_argument("--data-root", help="dataset folder (first source tried)")
+    p.add_argument("--cache-dir", help="where decoded datasets are kept, memory-mapped by every later run "
+                                       "(default: $XDG_CACHE_HOME/nas_attn/decoded)")
+    p.add_argument("--strict-data", action="store_true",
+                   help="an unreadable image or an empty class folder is an error (default: skipped, with a warning)")
+    p.add_argument("--device-data-gb", type=float, metavar="GB",
+                   help="device memory a trial may hold its images in; a larger split is streamed from the cache "
+                        "(default: half of the trial's share of the free memory; 0 always streams)")
+    p.add_argument("--results-dir", help="where run folders go (default: $NAS_ATTN_RESULTS_DIR, or ./results; "
+                                         "inside a Ray job ~/nas-attn/results)")
+    p.add_argument("--run-id", help="run folder name; an existing one is resumed (default: a timestamp)")
+    p.add_argument("--resume", action="store_true", help="continue the latest (or --run-id) run of this space")
+    p.add_argument("--sampler", choices=SAMPLERS)
+    p.add_argument("--seed", type=int, help="sampler and trial seed base; default: the space's")
+    p.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: a local Ray)")
+    p.add_argument("--gpus-per-trial", type=float, help="fraction of a GPU per trial (0.25 packs 4 per GPU)")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--concurrency", type=int, help="trials at once (default: what the resources allow)")
+    p.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///study.db, postgresql://…); "
+                                     "default: a journal file in the run folder")
+    p.add_argument("--storage-path", help="where Ray Tune keeps trial checkpoints: a path every node can read "
+                                          "(NFS) or a URI (s3://…, gs://…); default: RUN_DIR/tune")
+    p.add_argument("--reevaluate-front", type=int, default=0, metavar="K",
+                   help="retrain each front arch with K more seeds and report mean ± std")
+    p.add_argument("--full-budget", action="store_true",
+                   help="without a GPU, still run the space's full budget (default: its cpu_budget)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each trial's model")
+    p.add_argument("--quiet", action="store_true", help="only the final table")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "search.py") -> int:
+    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    flags = {k: v for k, v in vars(args).items() if k != "debug"}
+    return run_cli(lambda: print_result(run_search(**flags), flags.get("quiet", False)), prog)
+
+
+def print_result(result: SearchResult, quiet: bool) -> int:
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts().items()) or "no trials"
+    name = result.run_dir.parent.name
+    print(f"\n{name}: {counts}; Pareto front (validation accuracy vs FLOPs):\n{format_front(result.front)}")
+    print(f"results: {result.run_dir}")
+    return 0

@@ -1,0 +1,51 @@
+"""Ray Tune's part of a search: the Tuner, its scheduler, its callbacks. Imports Ray: the driver imports this
+module only once the input is checked."""
+
+from __future__ import annotations
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from nas_attn.complexity import complexity
+from nas_attn.plan import SearchPlan
+from nas_attn.progress import Progress
+from nas_attn.searcher import StudyCallback, StudySearcher
+from nas_attn.space import SearchSpace
+from nas_attn.stopping import StopRequest
+from nas_attn.trial import run_trial
+
+
+def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finished: int, attempt: int,
+               stop: StopRequest) -> StudySearcher | None:
+    """Ray Tune runs ``remaining`` trials proposed by the study; returns the searcher (``None``: none to run)."""
+    if not remaining:
+        return None
+    space, res = plan.space, plan.resources
+    searcher = StudySearcher(study, encoding, cost=complexity, run=plan.run, seed_base=space.recipe.seed,
+                             epochs=space.recipe.epochs, storage_scheme=plan.storage_scheme, on_failure=stop.fail)
+    progress = Progress(study, space.trials, space.recipe.epochs, res.concurrency, finished,
+                        mode="quiet" if plan.options.quiet else None)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
+                                    {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler(space), num_samples=remaining,
+                                    max_concurrent_trials=res.concurrency, reuse_actors=True,
+                                    trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(
+            name=f"attempt-{attempt}", storage_path=plan.tune_root, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2), stop=stop,
+            callbacks=[StudyCallback(searcher), progress]),
+    )
+    try:
+        tuner.fit()
+    finally:
+        progress.close()
+    return searcher
+
+
+def scheduler(space: SearchSpace) -> ASHAScheduler | None:
+    if space.asha is None:
+        return None
+    return ASHAScheduler(time_attr="training_iteration", metric="val_acc", mode="max", max_t=space.recipe.epochs,
+                         grace_period=space.asha_grace_period, reduction_factor=space.asha.reduction_factor)
