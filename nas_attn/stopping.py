@@ -50,8 +50,8 @@ class StopRequest(tune.Stopper):
         return self.signum is not None
 
     def __enter__(self) -> StopRequest:
-        # Tune installs its own SIGINT handler unless told not to; ours must stay in place
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        # Tune installs its own SIGINT handler unless told not to: nas_attn.search.process sets
+        # TUNE_DISABLE_SIGINT_HANDLER for the search, so that ours stays in place
         self.install()
         return self
 

@@ -30,6 +30,7 @@ def test_process_settings_are_undone_on_exit_and_on_error(tmp_path, monkeypatch)
     for key in ENV_DEFAULTS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the user's own value is kept, and kept after
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "0")  # set for the search, given back after
     own = logging.StreamHandler()
     own.setLevel(logging.INFO)
     logging.getLogger("ray").addHandler(own)  # stands for the handler Ray adds when imported
@@ -39,6 +40,7 @@ def test_process_settings_are_undone_on_exit_and_on_error(tmp_path, monkeypatch)
             settings.log_ray_to(tmp_path / "ray.log")
             assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0" and os.environ["RAY_AUTH_MODE"] == "token"
             assert os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] == "1"
+            assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
             assert not logging.raiseExceptions and own.level == logging.CRITICAL
             assert optuna.logging.get_verbosity() == optuna.logging.WARNING
             logging.getLogger("ray.tune").warning("to the file")

@@ -7,6 +7,7 @@ called from a user's own Python process leaves it as it was.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -26,6 +27,9 @@ ENV_DEFAULTS = {
     # abort the whole search on it.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
 }
+#: environment a search sets whatever its value was: Tune installs its own SIGINT handler unless told not to,
+#: and the search's (nas_attn.stopping.StopRequest) must stay in place
+ENV_FORCED = {"TUNE_DISABLE_SIGINT_HANDLER": "1"}
 
 
 class ProcessSettings:
@@ -37,11 +41,16 @@ class ProcessSettings:
     def apply_defaults(self) -> None:
         for key, value in ENV_DEFAULTS.items():
             if key not in os.environ:
-                os.environ[key] = value
-                self._undo.append(lambda key=key: os.environ.pop(key, None))
+                self._setenv(key, value)
+        for key, value in ENV_FORCED.items():
+            self._setenv(key, value)
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._undo.append(lambda: optuna.logging.set_verbosity(level))
+
+    def _setenv(self, key: str, value: str) -> None:
+        self._undo.append(functools.partial(_set_env, key, os.environ.get(key)))
+        os.environ[key] = value
 
     def log_ray_to(self, path: Path) -> None:
         """Ray's and Tune's own log records go to a file in the run folder, not the terminal: a failing trial is
@@ -84,6 +93,8 @@ def ray_session(address: str | None) -> Iterator[None]:
     """
     import ray  # here: a search stopped by bad input never imports Ray
 
+    # ray.init sets variables (PYTHONBREAKPOINT) and the "ray" logger's level that ray.shutdown leaves
+    environ, level = dict(os.environ), logging.getLogger("ray").level
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         probe(address)
@@ -97,6 +108,16 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        for key in set(os.environ) | set(environ):
+            _set_env(key, environ.get(key))
+        logging.getLogger("ray").setLevel(level)
+
+
+def _set_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    elif os.environ.get(key) != value:
+        os.environ[key] = value
 
 
 def probe(address: str) -> None:
