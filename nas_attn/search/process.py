@@ -78,11 +78,14 @@ def process_settings() -> Iterator[ProcessSettings]:
     """The environment defaults and Optuna's verbosity for a search; on exit every change made through the
     yielded :class:`ProcessSettings` (the Ray log file included) is undone."""
     settings = ProcessSettings()
+    environ = dict(os.environ)  # also what the libraries the search runs set on their own is given back
     try:
         settings.apply_defaults()
         yield settings
     finally:
         settings.undo()
+        for key in set(os.environ) | set(environ):
+            _set_env(key, environ.get(key))
 
 
 @contextmanager
