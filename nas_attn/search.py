@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nas_attn.data import DataHandle, Dataset, Splits
+    from nas_attn.records import Manifest
     from nas_attn.stopping import StopRequest
 
 
@@ -305,7 +306,7 @@ def _execute(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], sto
         raise
 
 
-def _attempt(plan: SearchPlan, storage, manifest: dict, data: DataHandle, say: Callable[[str], None],
+def _attempt(plan: SearchPlan, storage, manifest: Manifest, data: DataHandle, say: Callable[[str], None],
              stop: StopRequest) -> SearchResult:
     """The attempt just recorded in ``manifest``: the study, the trials, the front, the tables."""
     from nas_attn.manifest import end_attempt
@@ -320,26 +321,31 @@ def _attempt(plan: SearchPlan, storage, manifest: dict, data: DataHandle, say: C
                            measure_latency="latency_ms" in space.objectives)
     t0 = time.time()
     try:
-        _search_then_measure(plan, study, context, len(manifest["attempts"]), say, stop)
+        _search_then_measure(plan, study, context, len(manifest.attempts), say, stop)
     except SearchInterrupted as exc:
-        export(plan.run.path, study)
-        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1))
+        trials, _ = export(plan.run.path, study)
+        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1), counts=_counts(trials))
         detail = f"{exc.detail}; " if exc.detail else ""
         raise SearchInterrupted(exc.signum, f"{detail}resume with: {_resume_command(plan)}") from None
     except (JournalWriteError, OSError) as exc:
         _stop_on_write_failure(plan, manifest, exc)
     trials, front = export(plan.run.path, study)
     end_attempt(plan, manifest, "finished", search_s=round(time.time() - t0, 1),
-                counts=trials["status"].value_counts().to_dict() if len(trials) else {})
+                counts=_counts(trials))
     return SearchResult(plan.run.path, trials, front)
 
 
-def _close_failed(plan: SearchPlan, manifest: dict, exc: Exception) -> None:
+def _counts(trials) -> dict[str, int]:
+    """The trials table's trials by status (what the manifest records when an attempt ends)."""
+    return {str(k): int(v) for k, v in trials["status"].value_counts().items()} if len(trials) else {}
+
+
+def _close_failed(plan: SearchPlan, manifest: Manifest, exc: Exception) -> None:
     """An error ended the attempt: record it as failed, so that the run folder does not look still running
     (a write failure has closed it already)."""
     from nas_attn.manifest import end_attempt
 
-    if manifest.get("status") != "running":
+    if manifest.status != "running":
         return
     reason = str(exc) if isinstance(exc, NasAttnError) else f"{type(exc).__name__}: {exc}"
     try:  # the error that ended the search is the one to report, not a second one here
@@ -373,7 +379,7 @@ def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Ca
     _measure_front(plan, study, context, say, stop)
 
 
-def _stop_on_write_failure(plan: SearchPlan, manifest: dict, exc: Exception) -> None:
+def _stop_on_write_failure(plan: SearchPlan, manifest: Manifest, exc: Exception) -> None:
     """The run folder cannot be written (a full disk): one line, and the command that resumes the run."""
     from nas_attn.manifest import end_attempt
 
@@ -399,7 +405,7 @@ def _resume_command(plan: SearchPlan) -> str:
 
 def _create_run_folder(plan: SearchPlan, lock: RunLock, say: Callable[[str], None]) -> None:
     """The run folder, locked for this search; a resumed run's journal repaired and checked first."""
-    from nas_attn.results import write_atomic
+    from nas_attn.fsutil import write_atomic
     from nas_attn.storage import check_study_present, repair_journal
 
     try:
