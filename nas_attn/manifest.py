@@ -63,10 +63,10 @@ def end_attempt(plan: SearchPlan, manifest: Manifest, status: str, counts: dict[
 
 def study_counts(plan: SearchPlan, manifest: Manifest) -> dict[str, int] | None:
     """The run's trials by status, from its study (``None`` where there is no study, or it cannot be read)."""
-    from nas_attn.results import open_run_study, status_counts
+    from nas_attn.results import open_run_study, status_counts, trials_table
 
     try:
         study = open_run_study(plan.run.path, manifest)
-        return None if study is None else status_counts(study)
+        return None if study is None else status_counts(trials_table(study))
     except Exception:  # best effort: the figures are a record, the attempt's status is what matters
         return None

@@ -122,9 +122,8 @@ def count_finished(study: optuna.Study) -> int:
     return sum(trial_status(t, interrupted).finished for t in study.get_trials(deepcopy=False))
 
 
-def status_counts(study: optuna.Study) -> dict[str, int]:
-    """The trials of the trials table by status (what an attempt's end records in the manifest)."""
-    trials = trials_table(study)
+def status_counts(trials: pd.DataFrame) -> dict[str, int]:
+    """The trials of a trials table by status (what an attempt's end records in the manifest)."""
     return {str(k): int(v) for k, v in trials["status"].value_counts().items()} if len(trials) else {}
 
 

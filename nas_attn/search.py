@@ -310,7 +310,7 @@ def _attempt(plan: SearchPlan, storage, manifest: Manifest, data: DataHandle, sa
              stop: StopRequest) -> SearchResult:
     """The attempt just recorded in ``manifest``: the study, the trials, the front, the tables."""
     from nas_attn.manifest import end_attempt
-    from nas_attn.results import export
+    from nas_attn.results import export, status_counts
     from nas_attn.stopping import SearchInterrupted
     from nas_attn.study import open_study
     from nas_attn.trial import TrialContext
@@ -324,20 +324,15 @@ def _attempt(plan: SearchPlan, storage, manifest: Manifest, data: DataHandle, sa
         _search_then_measure(plan, study, context, len(manifest.attempts), say, stop)
     except SearchInterrupted as exc:
         trials, _ = export(plan.run.path, study)
-        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1), counts=_counts(trials))
+        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1), counts=status_counts(trials))
         detail = f"{exc.detail}; " if exc.detail else ""
         raise SearchInterrupted(exc.signum, f"{detail}resume with: {_resume_command(plan)}") from None
     except (JournalWriteError, OSError) as exc:
         _stop_on_write_failure(plan, manifest, exc)
     trials, front = export(plan.run.path, study)
     end_attempt(plan, manifest, "finished", search_s=round(time.time() - t0, 1),
-                counts=_counts(trials))
+                counts=status_counts(trials))
     return SearchResult(plan.run.path, trials, front)
-
-
-def _counts(trials) -> dict[str, int]:
-    """The trials table's trials by status (what the manifest records when an attempt ends)."""
-    return {str(k): int(v) for k, v in trials["status"].value_counts().items()} if len(trials) else {}
 
 
 def _close_failed(plan: SearchPlan, manifest: Manifest, exc: Exception) -> None:
