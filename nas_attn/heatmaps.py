@@ -14,13 +14,14 @@ every trial (chosen once per run, one class after another, and recorded). Stored
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from nas_attn.fsutil import atomic_target
 
 if TYPE_CHECKING:
     import torch
@@ -59,10 +60,8 @@ UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write a compressed ``.npz`` under a temporary name, then rename it into place: a reader (the dashboard
     watching the folder) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -166,12 +165,13 @@ def heatmap_images(test, mean, std, names: tuple[str, ...], input_size: int, n: 
 def run_heatmap_images(run_dir: Path, input_size: int, n: int) -> HeatmapImages:
     """Heatmap images from the dataset a run's manifest names (its cache entry, decoded again if missing)."""
     from nas_attn.data import load_dataset, make_splits
+    from nas_attn.records import DatasetRecord
     from nas_attn.runfolder import RunFolder
 
-    info = RunFolder(run_dir, True).read_manifest().get("dataset") or {}
-    name, source = info.get("name", "fashion_mnist"), info.get("source", "")
+    info = RunFolder(run_dir, True).read_manifest().dataset or DatasetRecord()
+    source = info.source or ""
     root = source if source and Path(source).is_dir() else None
-    ds = load_dataset(name, root, info.get("stored_side") or input_size, download=False, quiet=True)
+    ds = load_dataset(info.name or "fashion_mnist", root, info.stored_side or input_size, download=False, quiet=True)
     splits = make_splits(ds)
     return heatmap_images(splits.test, splits.mean, splits.std, class_names(ds), input_size, n)
 

@@ -225,10 +225,6 @@ class SearchPlan:
         path = self.options.storage_path
         return urlparse(path).scheme or None if path and "://" in path else None
 
-    def resume_command(self) -> str:
-        return (f"python search.py --space {self.options.space} --results-dir {self.run.path.parent.parent} "
-                f"--run-id {self.run.path.name}")
-
 
 def make_plan(options: SearchOptions, space: SearchSpace, run: RunFolder, data: DatasetInfo,
               cluster: dict[str, float]) -> SearchPlan:

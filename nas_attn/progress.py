@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nas_attn.arch import Arch
-from nas_attn.records import TrialReport, TrialStatus
+from nas_attn.records import TrialAttrs, TrialReport, TrialStatus
 from nas_attn.results import interrupted_trials, pareto_mask, trial_status
 
 #: seconds between status lines when the output is not a terminal
@@ -79,8 +79,9 @@ class Progress(Callback):
         return counts
 
     def _front(self) -> str:
-        pts = [(t.user_attrs.get("val_acc_final"), t.user_attrs.get("flops")) for t in
-               self.study.get_trials(deepcopy=False) if trial_status(t) is TrialStatus.COMPLETE]
+        attrs = [TrialAttrs.of(t, history=False) for t in self.study.get_trials(deepcopy=False)
+                 if trial_status(t) is TrialStatus.COMPLETE]
+        pts = [(a.val_acc_final, a.flops) for a in attrs]
         pts = [p for p in pts if None not in p]
         if not pts:
             return "-"

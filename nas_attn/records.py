@@ -1,4 +1,5 @@
-"""Typed records that cross module boundaries: trial statuses, one epoch's figures, one trial report.
+"""Typed records that cross module boundaries: trial statuses, one epoch's figures, one trial report; and the
+records a run folder keeps (a trial's user attributes, ``manifest.json``, ``front_eval.json``).
 
 A trial (in a Ray worker) sends :class:`TrialReport` records to the driver through ``ray.tune.report``; the
 driver's searcher, progress display and result tables read them back with :meth:`TrialReport.from_result`.
@@ -12,7 +13,9 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TrialStatus(str, enum.Enum):
@@ -127,3 +130,195 @@ class TrialConfig:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrialConfig:
         return cls(**{f.name: config[f.name] for f in fields(cls)})
+
+
+# -- what a run folder keeps: the trials' user attributes, manifest.json, front_eval.json -----------------------
+
+@dataclass(frozen=True)
+class TrialAttrs:
+    """The Optuna user attributes of one trial, in the run's study (``optuna.journal``).
+
+    Written only by :class:`nas_attn.searcher.StudySearcher` (:meth:`set_on`, a few fields at a time: on asking,
+    on the first epoch, on a checkpoint, on a restart, on the outcome); read only through :meth:`of` (the
+    tables, the front's evaluation, the progress line). Every field is optional: a trial carries only what was
+    known when it stopped, and attributes that older runs wrote and nothing reads (``vanilla``, ``rerun_of``)
+    are ignored.
+    """
+
+    arch: str | None = None  #: the arch as JSON
+    params: int | None = None
+    flops: int | None = None
+    tune_trial_id: str | None = None
+    seed: int | None = None
+    status: str | None = None  #: a :class:`TrialStatus` value, set with the outcome
+    reason: str | None = None
+    history: tuple[EpochStats, ...] = ()  #: the epochs trained, in order
+    epochs_run: int | None = None
+    val_acc_best: float | None = None
+    val_acc_final: float | None = None
+    val_top5_final: float | None = None
+    wall_s: float | None = None  #: the driver's view: asked → told
+    launch_s: float | None = None  #: the driver's view of start-up: asked → first training step
+    node: str | None = None
+    node_id: str | None = None
+    device: str | None = None
+    startup_s: float | None = None
+    train_s: float | None = None
+    latency_ms: float | None = None
+    checkpoint: str | None = None  #: where Tune stored the final checkpoint (a path in the run folder, or a URI)
+    restarts: int | None = None  #: times Tune ran it again after a lost worker
+    traceback: str | None = None  #: the traceback file, relative to the run folder
+
+    @classmethod
+    def of(cls, trial: Any, history: bool = True) -> TrialAttrs:
+        """The attributes of an Optuna trial (frozen or live); unknown keys are ignored. ``history=False``
+        leaves the epochs out (a status or a cost read for every trial, every second)."""
+        attrs = trial.user_attrs
+        kw = {f.name: attrs[f.name] for f in fields(cls) if f.name in attrs}
+        kw["history"] = tuple(EpochStats.from_dict(h) for h in attrs.get("history") or ()) if history else ()
+        return cls(**kw)
+
+    @staticmethod
+    def set_on(trial: Any, **values: Any) -> None:
+        """Set ``values`` (names of this record's fields) as user attributes of a live Optuna trial."""
+        unknown = set(values) - set(TRIAL_ATTRS)
+        if unknown:
+            raise TypeError(f"not trial attributes: {', '.join(sorted(unknown))}")
+        for name, value in values.items():
+            if name == "history":
+                value = [h.to_dict() for h in value]
+            trial.set_user_attr(name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (``history`` as a list of epoch dictionaries)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["history"] = [h.to_dict() for h in self.history]
+        return out
+
+
+TRIAL_ATTRS = tuple(f.name for f in fields(TrialAttrs))
+
+
+class _Persisted(BaseModel):
+    # strict: these files are written by nas-attn alone, so another type means a damaged or hand-edited file;
+    # other keys are allowed and kept (a newer or older version's), only what is read is checked
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class Attempt(_Persisted):
+    """One attempt (the first run, or a resume) in ``manifest.json``."""
+
+    command: list[str] | None = None
+    started: str | None = None
+    ended: str | None = None  #: ``None`` while it runs, or when it was killed without notice (SIGKILL)
+    status: str | None = None  #: ``finished``, ``interrupted``, ``failed``; ``killed`` set by the next attempt
+    counts: dict[str, int] | None = None  #: the study's trials by status when the attempt stopped
+    search_s: float | None = None
+    reason: str | None = None  #: why it failed
+
+    @property
+    def open(self) -> bool:
+        """Started and never closed: running now, or killed without notice."""
+        return self.ended is None and self.status is None
+
+
+class DatasetRecord(_Persisted):
+    """The data a run trained on, in ``manifest.json`` (what its heatmaps are drawn from)."""
+
+    name: str | None = None
+    source: str | None = None
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+    input_size: int | None = None
+    stored_side: int | None = None
+    cache: str | None = None
+    cache_key: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    seed: int | None = None
+
+
+class Manifest(_Persisted):
+    """``RUN_DIR/manifest.json``: what ran (command, space, versions, commit, data, budget, resources) and every
+    attempt's start and end.
+
+    Written only by :mod:`nas_attn.manifest` (at the start and the end of each attempt); read only through
+    :meth:`nas_attn.runfolder.RunFolder.read_manifest` (the resume checks, the search, the tables, the
+    heatmaps, the export, the dashboard). Every field is optional, so that older manifests load.
+    """
+
+    space: str | None = None
+    space_file: str | None = None
+    space_sha256: str | None = None
+    run_id: str | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    objectives: Any = None  #: checked below, with the objectives a space may name
+    directions: list[str] | None = None
+    versions: dict[str, str | None] | None = None
+    git_commit: str | None = None
+    tune_storage: str | None = None
+    dataset: DatasetRecord | None = None
+    budget: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None
+    sampler: str | None = None
+    encoding: str | None = None
+    asha: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+    status: str | None = None  #: the last attempt's
+    attempts: list[Attempt] = []
+
+    @model_validator(mode="after")
+    def _known_objectives(self) -> Manifest:
+        from nas_attn.space.schema import OBJECTIVES  # here: the schema imports the backbones
+
+        o = self.objectives
+        if o is not None and not (isinstance(o, list) and o and all(isinstance(x, str) and x in OBJECTIVES
+                                                                     for x in o)):
+            raise ValueError(f"objectives must be a list of {', '.join(OBJECTIVES)}, got {o!r}")
+        return self
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The run's objectives (runs older than the field: accuracy and FLOPs)."""
+        return list(self.objectives or ["val_acc", "flops"])
+
+    @property
+    def ran_trials(self) -> bool:
+        """An attempt ended, or recorded counts (a killed one, closed by the next): trials may be in the study."""
+        return any(a.ended is not None or a.counts for a in self.attempts)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+Accuracy = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Reevaluation(_Persisted):
+    """``--reevaluate-front``: the seeds run and the mean ± std of the accuracies they reached."""
+
+    seeds: Annotated[int, Field(ge=1)]
+    val_mean: Accuracy
+    val_std: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    test_mean: Accuracy
+    test_std: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class FrontEval(_Persisted):
+    """One trial's entry in ``RUN_DIR/front_eval.json`` (``{"<trial number>": FrontEval}``): measurements made
+    after the search on front trials, kept beside the study because Optuna does not let a finished trial be
+    updated.
+
+    Written only by :func:`nas_attn.results.save_front_eval` (for :mod:`nas_attn.front`); read only through
+    :func:`nas_attn.results.load_front_eval`.
+    """
+
+    test_acc: Accuracy | None = None
+    test_top5: Accuracy | None = None
+    reeval: Reevaluation | None = None
+
+    def updated(self, **values: Any) -> FrontEval:
+        """A copy with ``values`` (validated as read)."""
+        return FrontEval.model_validate({**self.model_dump(exclude_none=True), **values})

@@ -8,22 +8,23 @@ rewritten whole at the end of a run (and of a resumed run).
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from nas_attn.arch import Arch
-from nas_attn.errors import NasAttnError
-from nas_attn.records import EPOCH_KEYS, TrialStatus
+from nas_attn.errors import NasAttnError, validation_message
+from nas_attn.fsutil import atomic_target, write_atomic
+from nas_attn.records import EPOCH_KEYS, FrontEval, Manifest, TrialAttrs, TrialStatus
 
-#: the Optuna user attributes of a trial that become columns of the trials table (set by the searcher)
+#: the fields of a trial's :class:`~nas_attn.records.TrialAttrs` that become columns of the trials table (and
+#: the front's test accuracies)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
                  "wall_s", "train_s", "startup_s", "launch_s", "node", "node_id", "device", "restarts", "tune_trial_id",
                  "checkpoint", "traceback", "latency_ms", "test_acc", "val_top5_final", "test_top5"]
@@ -31,39 +32,12 @@ _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc
 
 FRONT_EVAL = "front_eval.json"
 
-Accuracy = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-
-
-class Reevaluation(BaseModel):
-    """``--reevaluate-front``: the seeds run and the mean ± std of the accuracies they reached."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    seeds: Annotated[int, Field(ge=1)]
-    val_mean: Accuracy
-    val_std: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    test_mean: Accuracy
-    test_std: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class FrontEval(BaseModel):
-    """What ``front_eval.json`` holds for one trial; strict, since nas-attn alone writes it (other keys are
-    left alone, only what is read is checked)."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    test_acc: Accuracy | None = None
-    test_top5: Accuracy | None = None
-    reeval: Reevaluation | None = None
-
-
 _FRONT_EVAL = TypeAdapter(dict[str, FrontEval])
 
 
-def load_front_eval(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """Measurements made after the search on front trials (test accuracy, re-evaluation), by trial number.
-
-    They live beside the study because Optuna does not let a finished trial be updated.
+def load_front_eval(run_dir: Path) -> dict[int, FrontEval]:
+    """Measurements made after the search on front trials (test accuracy, re-evaluation), by trial number:
+    the one reader of ``front_eval.json`` (:class:`~nas_attn.records.FrontEval`).
 
     Raises:
         NasAttnError: the file is not JSON, or a value is of the wrong type or out of range (one line naming
@@ -77,29 +51,28 @@ def load_front_eval(run_dir: Path) -> dict[int, dict[str, Any]]:
     except (ValueError, OSError, RecursionError) as exc:
         raise NasAttnError(f"{path}: not a front evaluation file ({type(exc).__name__}: {exc}); "
                            f"{_MOVE_AWAY}") from None
-    _check_front_eval(path, data)
-    return {int(k): dict(v) for k, v in data.items()}
+    return {int(k): v for k, v in _check_front_eval(path, data).items()}
 
 
 _MOVE_AWAY = "move it away to measure the front again"
 
 
-def _check_front_eval(path: Path, data: Any) -> None:
+def _check_front_eval(path: Path, data: Any) -> dict[str, FrontEval]:
     if not isinstance(data, dict):
         raise NasAttnError(f"{path}: not a JSON object of trial numbers; {_MOVE_AWAY}")
     bad = next((k for k in data if not (k.isascii() and k.isdigit() and len(k) < 10)), None)
     if bad is not None:
         raise NasAttnError(f"{path}: key {bad[:80]!r} is not a trial number; {_MOVE_AWAY}")
     try:
-        _FRONT_EVAL.validate_python(data)
+        return _FRONT_EVAL.validate_python(data)
     except ValidationError as exc:
-        from nas_attn.space.space import validation_message
-
         raise NasAttnError(f"{path}: {validation_message(exc)}; {_MOVE_AWAY}") from None
 
 
-def save_front_eval(run_dir: Path, evals: dict[int, dict[str, Any]]) -> None:
-    write_atomic(Path(run_dir) / FRONT_EVAL, json.dumps({str(k): v for k, v in sorted(evals.items())}, indent=2))
+def save_front_eval(run_dir: Path, evals: dict[int, FrontEval]) -> None:
+    """The one writer of ``front_eval.json`` (keys left out where not measured)."""
+    data = {str(k): v.model_dump(mode="json", exclude_none=True) for k, v in sorted(evals.items())}
+    write_atomic(Path(run_dir) / FRONT_EVAL, json.dumps(data, indent=2))
 
 
 #: study user attribute listing the trial numbers a killed search left running (each re-run under a new number)
@@ -110,13 +83,13 @@ def interrupted_trials(study: optuna.Study) -> frozenset[int]:
     return frozenset(study.user_attrs.get(INTERRUPTED_KEY, []))
 
 
-def open_run_study(run_dir: Path, manifest: dict[str, Any]) -> optuna.Study | None:
+def open_run_study(run_dir: Path, manifest: Manifest) -> optuna.Study | None:
     """A run's study, read-only: the run folder's own journal (wherever the folder was moved), else the RDB
     named in its manifest; ``None`` before the search created it. Readers need no lock."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = manifest.get("storage") or ""
+    storage = manifest.storage or ""
     journal = Path(run_dir) / "optuna.journal"
     if journal.is_file():
         backend = JournalStorage(JournalFileBackend(str(journal)))
@@ -125,7 +98,7 @@ def open_run_study(run_dir: Path, manifest: dict[str, Any]) -> optuna.Study | No
     else:
         return None
     try:
-        return optuna.load_study(study_name=manifest.get("study_name") or manifest["space"], storage=backend)
+        return optuna.load_study(study_name=manifest.study_name or manifest.space, storage=backend)
     except KeyError:  # the search has not created its study yet
         return None
 
@@ -136,8 +109,9 @@ def trial_status(t: optuna.trial.FrozenTrial, interrupted: frozenset[int] = froz
         return TrialStatus.INTERRUPTED
     if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
         return TrialStatus.RUNNING
-    if "status" in t.user_attrs:
-        return TrialStatus(t.user_attrs["status"])
+    status = TrialAttrs.of(t, history=False).status
+    if status is not None:
+        return TrialStatus(status)
     return {optuna.trial.TrialState.COMPLETE: TrialStatus.COMPLETE,
             optuna.trial.TrialState.PRUNED: TrialStatus.PRUNED}.get(t.state, TrialStatus.FAILED)
 
@@ -148,21 +122,27 @@ def count_finished(study: optuna.Study) -> int:
     return sum(trial_status(t, interrupted).finished for t in study.get_trials(deepcopy=False))
 
 
-def trials_table(study: optuna.Study, front_eval: dict[int, dict[str, Any]] | None = None) -> pd.DataFrame:
+def status_counts(trials: pd.DataFrame) -> dict[str, int]:
+    """The trials of a trials table by status (what an attempt's end records in the manifest)."""
+    return {str(k): int(v) for k, v in trials["status"].value_counts().items()} if len(trials) else {}
+
+
+def trials_table(study: optuna.Study, front_eval: dict[int, FrontEval] | None = None) -> pd.DataFrame:
     """One row per trial that ran or was refused (interrupted attempts, re-run under a new number, left out)."""
     front_eval = front_eval or {}
     interrupted = interrupted_trials(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        status = trial_status(t, interrupted)
-        if status in (TrialStatus.RUNNING, TrialStatus.INTERRUPTED) or "arch" not in t.user_attrs:
+        status, attrs = trial_status(t, interrupted), TrialAttrs.of(t)
+        if status in (TrialStatus.RUNNING, TrialStatus.INTERRUPTED) or attrs.arch is None:
             continue
-        arch = Arch.from_json(t.user_attrs["arch"])
-        row: dict[str, Any] = {"trial": t.number, "arch": t.user_attrs["arch"], "placements": arch.short(),
+        arch = Arch.from_json(attrs.arch)
+        row: dict[str, Any] = {"trial": t.number, "arch": attrs.arch, "placements": arch.short(),
                                "n_placements": len(arch.placements)}
-        row.update({k: t.user_attrs.get(k) for k in _ATTR_COLUMNS})
-        row["test_acc"] = front_eval.get(t.number, {}).get("test_acc")
-        row["test_top5"] = front_eval.get(t.number, {}).get("test_top5")
+        values = attrs.to_dict()
+        row.update({k: values.get(k) for k in _ATTR_COLUMNS})
+        measured = front_eval.get(t.number, FrontEval())
+        row["test_acc"], row["test_top5"] = measured.test_acc, measured.test_top5
         row["vanilla"] = not arch.placements
         row["status"] = status.value
         for p in arch.placements:
@@ -192,8 +172,8 @@ HISTORY_COLUMNS = ["trial", *EPOCH_KEYS]
 def history_table(study: optuna.Study) -> pd.DataFrame:
     """Per-epoch curves: one row per (trial, epoch)."""
     interrupted = interrupted_trials(study)
-    rows = [{"trial": t.number, **h} for t in study.get_trials(deepcopy=False)
-            if trial_status(t, interrupted).finished for h in t.user_attrs.get("history", [])]
+    rows = [{"trial": t.number, **h.to_dict()} for t in study.get_trials(deepcopy=False)
+            if trial_status(t, interrupted).finished for h in TrialAttrs.of(t).history]
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS) if rows else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
@@ -227,13 +207,14 @@ def front_table(trials: pd.DataFrame, metric: str = "val_acc_final") -> pd.DataF
 REEVAL_KEYS = ("seeds", "val_mean", "val_std", "test_mean", "test_std")
 
 
-def add_reeval_columns(front: pd.DataFrame, front_eval: dict[int, dict[str, Any]]) -> pd.DataFrame:
+def add_reeval_columns(front: pd.DataFrame, front_eval: dict[int, FrontEval]) -> pd.DataFrame:
     """``reeval_*`` columns (``--reevaluate-front``: K more seeds, mean ± std) on front rows, when measured."""
-    if front.empty or not any("reeval" in e for e in front_eval.values()):
+    if front.empty or not any(e.reeval is not None for e in front_eval.values()):
         return front
     front = front.copy()
+    reevals = [front_eval.get(int(n), FrontEval()).reeval for n in front["trial"]]
     for key in REEVAL_KEYS:
-        front[f"reeval_{key}"] = [front_eval.get(int(n), {}).get("reeval", {}).get(key) for n in front["trial"]]
+        front[f"reeval_{key}"] = [getattr(r, key) if r is not None else None for r in reevals]
     return front
 
 
@@ -259,17 +240,6 @@ def default_reference_point(trials: pd.DataFrame, objectives: Sequence[str]) -> 
     return ref
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write through a temporary file and rename, so a kill never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave the old file, not a half-written temporary one
-        raise
-
-
 def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write trials.parquet, history.parquet, front.csv and archs/<trial>.json; return (trials, front)."""
     run_dir = Path(run_dir)
@@ -278,9 +248,8 @@ def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFra
     history = history_table(study)
     front = add_reeval_columns(front_table(trials), evals)
     for name, df in (("trials.parquet", trials), ("history.parquet", history)):
-        tmp = run_dir / f".{name}.tmp"
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, run_dir / name)
+        with atomic_target(run_dir / name) as tmp:
+            df.to_parquet(tmp, index=False)
     front_cols = [c for c in ["trial", "placements", "params", "flops", "latency_ms", "val_acc_final", "val_acc_best",
                               "val_top5_final", "test_acc", "test_top5",
                               *(f"reeval_{k}" for k in REEVAL_KEYS), "seed", "epochs_run", "arch"]

@@ -23,11 +23,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from nas_attn.errors import NasAttnError, SpaceError
+from nas_attn.errors import NasAttnError, SpaceError, validation_message
+from nas_attn.records import Manifest
 from nas_attn.storage import check_folder_name
 
 STUDY_JOURNAL = "optuna.journal"
@@ -56,53 +56,27 @@ class RunFolder:
     def traceback_file(self, trial_number: int) -> Path:
         return self.path / TRACEBACKS / f"{trial_number}.txt"
 
-    def read_manifest(self) -> dict[str, Any]:
-        """The manifest (``{}`` before the first attempt); one-line error if it is not a JSON object."""
-        if not self.manifest_path.exists():
-            return {}
-        try:
-            manifest = json.loads(self.manifest_path.read_text())
-        except (ValueError, OSError, RecursionError) as exc:
-            raise NasAttnError(f"{self.manifest_path}: not readable JSON ({exc})") from None
-        return check_manifest(self.manifest_path, manifest)
+    def read_manifest(self) -> Manifest:
+        """The manifest (empty before the first attempt); a one-line error if it is damaged."""
+        return read_manifest(self.manifest_path) if self.manifest_path.exists() else Manifest()
 
 
-class _Fields(BaseModel):
-    # strict: the manifest is written by nas-attn alone, so another type means a damaged or hand-edited file;
-    # other keys are allowed: only what the code reads is checked
-    model_config = ConfigDict(extra="allow", strict=True)
+def read_manifest(path: Path) -> Manifest:
+    """The manifest at ``path``: the one reader of ``manifest.json``.
 
-
-class Attempt(_Fields):
-    started: str | None = None
-    ended: str | None = None
-
-
-class ManifestFields(_Fields):
-    """The manifest's keys that a resume, the tables and the dashboard read, with their types."""
-
-    attempts: list[Attempt] = []
-    counts: dict[str, int] | None = None
-    space_sha256: str | None = None
-    status: str | None = None
-    space: str | None = None
-    study_name: str | None = None
-    storage: str | None = None
-    dataset: dict[str, Any] | None = None
-
-
-def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
-    """``manifest`` (read from ``path``) if it is an object whose :class:`ManifestFields` have their types,
-    else a one-line :class:`NasAttnError` naming the file and the key."""
-    if not isinstance(manifest, dict):
+    Raises:
+        NasAttnError: not JSON, not an object, or a key of the wrong type (one line naming the file and key).
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError, RecursionError) as exc:
+        raise NasAttnError(f"{path}: malformed JSON ({exc})") from None
+    if not isinstance(data, dict):
         raise NasAttnError(f"{path}: not a JSON object")
     try:
-        ManifestFields.model_validate(manifest)
+        return Manifest.model_validate(data)
     except ValidationError as exc:
-        from nas_attn.space.space import validation_message
-
         raise NasAttnError(f"{path}: {validation_message(exc)}") from None
-    return manifest
 
 
 def in_ray_job() -> bool:
@@ -151,11 +125,11 @@ def resolve_run_folder(results_dir: str | None, space_name: str, run_id: str | N
     return RunFolder(base / dt.datetime.now().strftime("%Y%m%d-%H%M%S"), False)
 
 
-def check_resumable(run: RunFolder, manifest: dict[str, Any], space_path: Path, space_sha256: str) -> None:
+def check_resumable(run: RunFolder, manifest: Manifest, space_path: Path, space_sha256: str) -> None:
     """A resumed run (``manifest``: its manifest) must use the space file it started with."""
     if not run.resuming:
         return
-    recorded = manifest.get("space_sha256")
+    recorded = manifest.space_sha256
     if recorded and recorded != space_sha256:
         raise SpaceError(f"{space_path}: changed since run {run.path.name} started (sha256 differs); "
                          f"resume with the same file or start a new run")

@@ -10,7 +10,8 @@ uses only public APIs of both (Optuna's ask/tell, Tune's searcher and callback h
   never enter the front; trials that failed are told FAIL with their reason (and their traceback kept in
   the run folder).
 - Everything a trial leaves (arch, cost, per-epoch history, timings, node, device, checkpoint) is stored
-  as user attributes *before* its state is told, so that the study alone rebuilds every table after a kill.
+  as user attributes (:class:`~nas_attn.records.TrialAttrs`, written here only) *before* its state is told,
+  so that the study alone rebuilds every table after a kill.
 
 :class:`StudyCallback` forwards what Tune tells callbacks (a trial's checkpoint, a restart after a lost
 worker, a worker's error) to the searcher.
@@ -33,7 +34,7 @@ from ray.tune.search import Searcher
 
 from nas_attn.arch import Arch
 from nas_attn.checkpoints import checkpoint_uri
-from nas_attn.records import EpochStats, TrialConfig, TrialReport, TrialStatus
+from nas_attn.records import EpochStats, TrialAttrs, TrialConfig, TrialReport, TrialStatus
 from nas_attn.runfolder import RunFolder
 from nas_attn.space.encoding import Encoding
 from nas_attn.storage import JournalWriteError
@@ -110,13 +111,13 @@ class StudySearcher(Searcher):
             trial, arch = self.encoding.ask(self.study)
             cost = self.cost(arch)
             violation = self.encoding.space.violation(arch, cost)
-            _set_attrs(trial, {"arch": arch.to_json(), "params": cost["params"], "flops": cost["flops"],
-                               "tune_trial_id": trial_id})
+            TrialAttrs.set_on(trial, arch=arch.to_json(), params=cost["params"], flops=cost["flops"],
+                              tune_trial_id=trial_id)
             for name, value in violation.values.items():  # what the samplers learn feasibility from
                 trial.set_constraint(name, value)
             if violation.reason is None:
                 seed = self.seed_base + trial.number
-                _set_attrs(trial, {"seed": seed})
+                TrialAttrs.set_on(trial, seed=seed)
                 self.live[trial_id] = LiveTrial(trial, cost, time.time())
                 return TrialConfig(arch.to_json(), trial.number, seed, cost["params"], cost["flops"]).to_config()
             reason = violation.reason
@@ -128,7 +129,7 @@ class StudySearcher(Searcher):
     def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int], reason: str) -> None:
         """Recorded and told, never trained: the worst accuracy, its real cost, and its violation (a latency
         that was never measured is told as infinite: the worst)."""
-        _set_attrs(trial, {"status": TrialStatus.INFEASIBLE.value, "reason": reason})
+        TrialAttrs.set_on(trial, status=TrialStatus.INFEASIBLE.value, reason=reason)
         worst = {"val_acc": 0.0, "latency_ms": float("inf")}
         values = [worst[o] if o in worst else float(cost[o]) for o in self.encoding.space.objectives]
         self.study.tell(trial, values)
@@ -144,7 +145,7 @@ class StudySearcher(Searcher):
         if epoch is None or (live.history and live.history[-1] == epoch):
             return
         if not live.history:  # the driver's view of start-up: launched → first step (actor, data, model)
-            live.trial.set_user_attr("launch_s", round(time.time() - live.started - epoch.epoch_s, 3))
+            TrialAttrs.set_on(live.trial, launch_s=round(time.time() - live.started - epoch.epoch_s, 3))
         # a trial retried after a lost node starts again at epoch 1: the lost attempt's epochs go
         live.history[:] = [h for h in live.history if h.epoch < epoch.epoch] + [epoch]
 
@@ -152,14 +153,14 @@ class StudySearcher(Searcher):
         """Where Tune stored the trial's final checkpoint (a ``ray.tune.Checkpoint``)."""
         if trial_id in self.live:
             uri = checkpoint_uri(checkpoint, self.run.path, self.storage_scheme)
-            self.live[trial_id].trial.set_user_attr("checkpoint", uri)
+            TrialAttrs.set_on(self.live[trial_id].trial, checkpoint=uri)
 
     def record_restart(self, trial_id: str) -> None:
         """Tune runs a trial again after its process or node was lost (``FailureConfig``)."""
         if trial_id in self.live:
             live = self.live[trial_id]
             live.restarts += 1
-            live.trial.set_user_attr("restarts", live.restarts)
+            TrialAttrs.set_on(live.trial, restarts=live.restarts)
 
     def keep_worker_error(self, trial_number: int, text: str) -> None:
         """The error text of a trial whose worker failed (Tune's ``Trial.get_error()``), kept in the run
@@ -182,7 +183,7 @@ class StudySearcher(Searcher):
         status, reason, traceback = self._outcome(live, report, error)
         accs = [h.val_acc for h in live.history]
         attrs: dict[str, Any] = {
-            "status": status.value, "reason": reason, "history": [h.to_dict() for h in live.history],
+            "status": status.value, "reason": reason, "history": tuple(live.history),
             "epochs_run": len(live.history), "val_acc_best": max(accs, default=None),
             "val_acc_final": accs[-1] if accs else None,
             "val_top5_final": _finite(live.history[-1].val_top5) if live.history else None,
@@ -194,7 +195,7 @@ class StudySearcher(Searcher):
             attrs["traceback"] = self._keep_traceback(live.trial.number, traceback)
         elif error:  # written by StudyCallback.on_trial_error, which Tune calls next
             attrs["traceback"] = str(self.run.traceback_file(live.trial.number).relative_to(self.run.path))
-        _set_attrs(live.trial, attrs)
+        TrialAttrs.set_on(live.trial, **attrs)
         values = None
         if status is TrialStatus.COMPLETE:
             measured = {"val_acc": report.epoch.val_acc, "latency_ms": report.latency_ms}
@@ -251,11 +252,6 @@ class StudyCallback(Callback):
             text = ""
         if "trial_number" in trial.config:
             self.searcher.keep_worker_error(trial.config["trial_number"], str(text))
-
-
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    for k, v in attrs.items():
-        trial.set_user_attr(k, v)
 
 
 def _finite(value: float) -> float | None:

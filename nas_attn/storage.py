@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import NasAttnError
+from nas_attn.records import Manifest
 
 LOCK_FILE = ".lock"
 
@@ -186,11 +187,10 @@ def open_journal(path: Path):
     return JournalStorage(SafeJournalBackend(path))
 
 
-def check_study_present(run_dir: Path, journal: Path, manifest: dict[str, Any]) -> None:
+def check_study_present(run_dir: Path, journal: Path, manifest: Manifest) -> None:
     """Refuse to resume a run whose trials are recorded but whose journal is gone or empty: a new study
     there would attach the old front's test accuracies to new trials."""
-    ran = any(a.get("ended") for a in manifest.get("attempts", [])) or bool(manifest.get("counts"))
-    if ran and (not journal.is_file() or journal.stat().st_size == 0):
+    if manifest.ran_trials and (not journal.is_file() or journal.stat().st_size == 0):
         raise NasAttnError(f"{journal}: missing or empty, but {run_dir.name} already ran trials: its study is "
                            f"lost; restore the journal from a copy, or start a new run")
 

@@ -64,7 +64,7 @@ def prepare_resume(study: optuna.Study, encoding: Encoding, say: Callable[[str],
         record_interrupted(study, running)
         say(f"resume: {len(running)} interrupted trial(s) will run again: {', '.join(map(str, running))}")
     if not study.get_trials(deepcopy=False) and encoding.space.vanilla_possible():
-        study.enqueue_trial(encoding.vanilla_params(), user_attrs={"vanilla": True})
+        study.enqueue_trial(encoding.vanilla_params())
 
 
 def record_interrupted(study: optuna.Study, numbers: list[int]) -> list[int]:
@@ -81,5 +81,5 @@ def record_interrupted(study: optuna.Study, numbers: list[int]) -> list[int]:
     study.set_user_attr(INTERRUPTED_KEY, sorted({*known, *todo}))
     for n in todo:
         study.tell(n, state=TrialState.FAIL)
-        study.enqueue_trial(trials[n].params, user_attrs={"rerun_of": n})
+        study.enqueue_trial(trials[n].params)
     return todo

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nas_attn.runfolder import MANIFEST, read_manifest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,19 +47,18 @@ def main() -> None:
         run = next(Path(results).glob("*/bench"))
         trials = pd.read_parquet(run / "trials.parquet")
         history = pd.read_parquet(run / "history.parquet")
-        manifest = json.loads((run / "manifest.json").read_text())
+        manifest = read_manifest(run / MANIFEST)
     # time in training steps: training images of an epoch / its measured training throughput
-    images = manifest["dataset"]["train"]
-    bs = manifest["recipe"]["batch_size"]
+    images, bs = manifest.dataset.train, manifest.recipe["batch_size"]
     history["step_s"] = (images // bs * bs) / history["train_images_per_s"]
     step_s = history.groupby("trial")["step_s"].sum()
     done = trials[trials["status"].isin(["complete", "pruned", "failed"])].set_index("trial")
     overhead = done["wall_s"] - step_s.reindex(done.index).fillna(0)
-    search_s = manifest["attempts"][-1]["search_s"]
+    search_s = manifest.attempts[-1].search_s
     print(json.dumps({
         "space": args.space, "device": str(done["device"].iloc[0]), "machine": f"{platform.machine()}, "
-        f"{os.cpu_count()} CPUs", "trials": len(done), "concurrency": manifest["resources"]["concurrency"],
-        "epochs": manifest["recipe"]["epochs"], "train_images": images,
+        f"{os.cpu_count()} CPUs", "trials": len(done), "concurrency": manifest.resources["concurrency"],
+        "epochs": manifest.recipe["epochs"], "train_images": images,
         "per_trial_overhead_s": {"median": round(float(overhead.median()), 2),
                                  "mean": round(float(overhead.mean()), 2)},
         "per_trial_wall_s_median": round(float(done["wall_s"].median()), 2),

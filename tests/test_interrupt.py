@@ -55,7 +55,9 @@ def test_ctrl_c_records_running_trials_as_interrupted_and_the_printed_command_re
     assert lines[-1].startswith("search.py: interrupted: SIGINT: ") and "trial(s) will run again" in lines[-1], err
     assert "Traceback" not in err and "Tuner.restore" not in err + (tmp_path / "search.log").read_text()
     m = json.loads((run / "manifest.json").read_text())
-    assert m["status"] == "interrupted" and m["attempts"][-1]["ended"]
+    assert m["status"] == "interrupted" and m["attempts"][-1]["ended"] and m["attempts"][-1]["status"] == "interrupted"
+    assert sum(m["attempts"][-1]["counts"].values()) == len(
+        [t for t in load_study(run, "stoppable").trials if t.state == TrialState.COMPLETE])
     assert not (run / "front_eval.json").exists()  # no test-set evaluation of a partial front
     study = load_study(run, "stoppable")
     interrupted = study.user_attrs["interrupted_trials"]
@@ -75,7 +77,9 @@ def test_ctrl_c_records_running_trials_as_interrupted_and_the_printed_command_re
     assert done_before <= complete and len(complete) == 4  # nothing lost, the interrupted ones ran again
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 4 and set(trials["status"]) == {"complete"} and not set(interrupted) & set(trials["trial"])
-    assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "finished" and [a["status"] for a in m["attempts"]] == ["interrupted", "finished"]
+    assert m["attempts"][-1]["counts"] == {"complete": 4}
 
 
 @pytest.mark.slow

@@ -181,6 +181,9 @@ def test_kill_9_then_resume_loses_no_completed_trial(tmp_path):
     assert len(trials) == 5 and trials["trial"].is_unique and (trials["status"] == "complete").all()
     m = json.loads((run / "manifest.json").read_text())
     assert len(m["attempts"]) == 2 and m["status"] == "finished"
+    killed, resumed = m["attempts"]  # the killed attempt, closed by the resume with the trials it left
+    assert killed["status"] == "killed" and killed["ended"] is None and killed["counts"] == {"complete": len(before)}
+    assert resumed["status"] == "finished" and resumed["counts"] == {"complete": 5}
 
 
 def test_nan_loss_fails_the_trial_with_its_reason():

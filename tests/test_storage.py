@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from searchutil import REPO, env, search, write_space
 
 from nas_attn.errors import NasAttnError
+from nas_attn.records import Manifest
 from nas_attn.storage import (
     JournalWriteError,
     RunLock,
@@ -72,10 +73,23 @@ def test_damage_before_the_last_record_is_one_line(tmp_path):
 
 
 def test_resuming_a_run_whose_journal_is_lost_is_refused(tmp_path):
-    manifest = {"attempts": [{"started": "x", "ended": "y"}], "counts": {"complete": 4}}
+    manifest = Manifest.model_validate({"attempts": [{"started": "x", "ended": "y", "counts": {"complete": 4}}]})
     with pytest.raises(NasAttnError, match="missing or empty, but run already ran trials"):
         check_study_present(tmp_path / "run", tmp_path / "run" / "optuna.journal", manifest)
-    check_study_present(tmp_path / "run", tmp_path / "run" / "optuna.journal", {"attempts": []})  # a new run
+    check_study_present(tmp_path / "run", tmp_path / "run" / "optuna.journal", Manifest())  # a new run
+
+
+def test_the_trials_a_killed_attempt_left_are_found_in_its_attempt_record(tmp_path):
+    """Counts live in ``attempts[-1]``, never at the top of the manifest: an attempt killed without notice
+    (no ``ended``), closed by the next one with the study's counts, still refuses a resume without its journal
+    (the check read a top-level ``counts`` that nothing writes, and let it through)."""
+    killed = {"started": "x", "ended": None, "status": "killed", "counts": {"complete": 3}}
+    retry = {"started": "y", "ended": None}  # the resume that was killed in turn, before it closed anything
+    manifest = Manifest.model_validate({"status": "running", "attempts": [killed, retry]})
+    with pytest.raises(NasAttnError, match="missing or empty, but run already ran trials"):
+        check_study_present(tmp_path / "run", tmp_path / "run" / "optuna.journal", manifest)
+    never_ran = Manifest.model_validate({"attempts": [{**killed, "counts": {}}, retry]})
+    check_study_present(tmp_path / "run", tmp_path / "run" / "optuna.journal", never_ran)
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def run_dashboard(args) -> int:
         return _serve(args)
     from nas_attn.dashboard.page import build_page
     from nas_attn.dashboard.rundata import load_run
-    from nas_attn.results import write_atomic
+    from nas_attn.fsutil import write_atomic
 
     runs = [load_run(d) for d in args.runs]
     if args.png:

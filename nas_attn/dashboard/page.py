@@ -98,7 +98,8 @@ def _run_payload(run: RunData) -> dict[str, Any]:
     best = run.front.sort_values("val_acc_final", ascending=False)["trial"].iloc[0] if len(run.front) else None
     return {"name": run.name, "positions": run.positions, "trials": trials, "history": history,
             "best": _clean(best), "heatmaps": _heatmap_payload(run),
-            "manifest": {k: run.manifest.get(k) for k in ("space", "run_id", "status", "dataset", "budget", "sampler")}}
+            "manifest": run.manifest.model_dump(mode="json", include={"space", "run_id", "status", "dataset", "budget",
+                                                                       "sampler"})}
 
 
 #: how a table shows a column (default: 4 decimals for numbers): MFLOPs, seconds, milliseconds, counts
@@ -170,8 +171,8 @@ def _measured(df: pd.DataFrame, column: str) -> bool:
 
 
 def _run_line(r: RunData) -> str:
-    source = (r.manifest.get("dataset") or {}).get("source", "?")
-    return (f"<li><b>{html.escape(r.name)}</b>: {html.escape(str(r.manifest.get('status', '?')))}; "
+    source = (r.manifest.dataset.source if r.manifest.dataset else None) or "?"
+    return (f"<li><b>{html.escape(r.name)}</b>: {html.escape(r.manifest.status or '?')}; "
             f"{html.escape(source)}; {len(r.trials)} trials, front of {len(r.front)}</li>")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pandas as pd
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
 from nas_attn.heatmaps import UNREADABLE, HeatmapImages, TrialHeatmaps
+from nas_attn.records import FrontEval, Manifest
 from nas_attn.results import (
     HISTORY_COLUMNS,
     add_reeval_columns,
@@ -24,8 +24,7 @@ from nas_attn.results import (
     open_run_study,
     trials_table,
 )
-from nas_attn.runfolder import check_manifest
-from nas_attn.space.schema import OBJECTIVES
+from nas_attn.runfolder import MANIFEST, read_manifest
 
 
 class DashboardError(NasAttnError):
@@ -38,7 +37,7 @@ class RunData:
 
     name: str
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     trials: pd.DataFrame
     history: pd.DataFrame
     front: pd.DataFrame
@@ -50,7 +49,7 @@ class RunData:
 
     @property
     def objectives(self) -> list[str]:
-        return list(self.manifest.get("objectives", ["val_acc", "flops"]))
+        return self.manifest.objective_names
 
     def hypervolume(self, reference_point: list[float]) -> pd.DataFrame:
         """Optuna's hypervolume after each trial (needs the study; empty without it)."""
@@ -80,24 +79,18 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
     except (NasAttnError, KeyError, ValueError, TypeError) as exc:
         raise DashboardError(f"{run_dir}: cannot show the trials ({type(exc).__name__}: {exc})") from None
     images, heatmaps = _heatmaps(run_dir, trials)
-    return RunData(name or f"{manifest.get('space', run_dir.parent.name)}/{run_dir.name}", run_dir, manifest, trials,
+    return RunData(name or f"{manifest.space or run_dir.parent.name}/{run_dir.name}", run_dir, manifest, trials,
                    history, front, positions, study, heatmaps, images)
 
 
-def _manifest(run_dir: Path) -> dict[str, Any]:
-    mpath = run_dir / "manifest.json"
+def _manifest(run_dir: Path) -> Manifest:
+    mpath = run_dir / MANIFEST
     if not mpath.is_file():
         raise DashboardError(f"{run_dir}: not a nas-attn run folder (no manifest.json)")
     try:
-        manifest = json.loads(mpath.read_text())
-    except (ValueError, OSError, RecursionError) as exc:
-        raise DashboardError(f"{mpath}: malformed ({exc})") from None
-    check_manifest(mpath, manifest)
-    objectives = manifest.get("objectives", ["val_acc", "flops"])
-    if not (isinstance(objectives, list) and objectives and all(isinstance(o, str) and o in OBJECTIVES
-                                                                  for o in objectives)):
-        raise DashboardError(f"{mpath}: objectives must be a list of {', '.join(OBJECTIVES)}, got {objectives!r}")
-    return manifest
+        return read_manifest(mpath)
+    except NasAttnError as exc:
+        raise DashboardError(str(exc)) from None
 
 
 #: the columns of the tables that the page reads (``trials.parquet`` and ``history.parquet`` of a run folder
@@ -106,7 +99,7 @@ TRIALS_COLUMNS = ("trial", "status", "arch", "placements", "params", "flops", "v
 HISTORY_READ = ("trial", "epoch")
 
 
-def _tables(run_dir: Path, study, front_eval: dict[int, dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(run_dir: Path, study, front_eval: dict[int, FrontEval]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The trials and the per-epoch history: from the study, else from the tables a finished search wrote."""
     if study is not None:
         try:

@@ -116,11 +116,6 @@ class CacheEntry:
                 for name, spec in self.meta.arrays.items()}
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nas_attn/decoded`` (``~/.cache/nas_attn/decoded`` without it), read when called."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nas_attn" / "decoded"
-
-
 def digest(*parts: Any) -> str:
     """sha256 of ``parts`` written as JSON (the key of an entry)."""
     return hashlib.sha256(json.dumps([FORMAT, *parts], default=str).encode()).hexdigest()

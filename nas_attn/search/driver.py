@@ -25,7 +25,7 @@ from nas_attn.plan import (
     machine_resources,
     make_plan,
 )
-from nas_attn.results import count_finished, export
+from nas_attn.results import count_finished, export, status_counts
 from nas_attn.runfolder import RunFolder, resolve_run_folder
 from nas_attn.search.folder import check_run_files, claimed, prepare_run_folder
 from nas_attn.search.inputs import data_handle, dataset_info, load_search_data
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nas_attn.data import DataHandle
+    from nas_attn.records import Manifest
     from nas_attn.stopping import StopRequest
 
 
@@ -55,7 +56,7 @@ class SearchResult:
     front: pd.DataFrame
 
     def counts(self) -> dict[str, int]:
-        return self.trials["status"].value_counts().to_dict() if len(self.trials) else {}
+        return status_counts(self.trials)
 
 
 def run_search(space: str | Path, **flags: Any) -> SearchResult:
@@ -129,7 +130,7 @@ def run_attempt(plan: SearchPlan, data: DataHandle, say: Callable[[str], None], 
         raise
 
 
-def _attempt(plan: SearchPlan, storage, manifest: dict, data: DataHandle, say: Callable[[str], None],
+def _attempt(plan: SearchPlan, storage, manifest: Manifest, data: DataHandle, say: Callable[[str], None],
              stop: StopRequest) -> SearchResult:
     """The attempt just recorded in ``manifest``: the study, the trials, the front, the tables."""
     from nas_attn.stopping import SearchInterrupted
@@ -140,24 +141,24 @@ def _attempt(plan: SearchPlan, storage, manifest: dict, data: DataHandle, say: C
                            measure_latency="latency_ms" in space.objectives)
     t0 = time.time()
     try:
-        _search_then_measure(plan, study, context, len(manifest["attempts"]), say, stop)
+        _search_then_measure(plan, study, context, len(manifest.attempts), say, stop)
     except SearchInterrupted as exc:
-        export(plan.run.path, study)
-        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1))
+        trials, _ = export(plan.run.path, study)
+        end_attempt(plan, manifest, "interrupted", search_s=round(time.time() - t0, 1), counts=status_counts(trials))
         detail = f"{exc.detail}; " if exc.detail else ""
         raise SearchInterrupted(exc.signum, f"{detail}resume with: {resume_command(plan)}") from None
     except (JournalWriteError, OSError) as exc:
         _stop_on_write_failure(plan, manifest, exc)
     trials, front = export(plan.run.path, study)
     end_attempt(plan, manifest, "finished", search_s=round(time.time() - t0, 1),
-                counts=trials["status"].value_counts().to_dict() if len(trials) else {})
+                counts=status_counts(trials))
     return SearchResult(plan.run.path, trials, front)
 
 
-def _close_failed(plan: SearchPlan, manifest: dict, exc: Exception) -> None:
+def _close_failed(plan: SearchPlan, manifest: Manifest, exc: Exception) -> None:
     """An error ended the attempt: record it as failed, so that the run folder does not look still running
     (a write failure has closed it already)."""
-    if manifest.get("status") != "running":
+    if manifest.status != "running":
         return
     reason = str(exc) if isinstance(exc, NasAttnError) else f"{type(exc).__name__}: {exc}"
     try:  # the error that ended the search is the one to report, not a second one here
@@ -190,7 +191,7 @@ def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Ca
     measure_front(plan, study, context, say, stop)
 
 
-def _stop_on_write_failure(plan: SearchPlan, manifest: dict, exc: Exception) -> None:
+def _stop_on_write_failure(plan: SearchPlan, manifest: Manifest, exc: Exception) -> None:
     """The run folder cannot be written (a full disk): one line, and the command that resumes the run."""
     if isinstance(exc, OSError) and exc.errno not in WRITE_FAILURES:
         raise exc

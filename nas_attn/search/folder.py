@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nas_attn.errors import NasAttnError
+from nas_attn.fsutil import write_atomic
 from nas_attn.plan import SearchOptions, SearchPlan
-from nas_attn.results import load_front_eval, write_atomic
+from nas_attn.results import load_front_eval
 from nas_attn.runfolder import MANIFEST, RAY_LOG, SPACE_COPY, RunFolder, check_resumable
 from nas_attn.search.process import ProcessSettings
 from nas_attn.space import SearchSpace

@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from nas_attn.arch import Arch, Placement
-from nas_attn.errors import NasAttnError, SpaceError
+from nas_attn.errors import NasAttnError, SpaceError, validation_message
 from nas_attn.modules import get_entry, list_modules
 from nas_attn.recipe import Recipe
 from nas_attn.space.schema import OBJECTIVES, Choices, CpuBudgetSection, SpaceFile
@@ -204,24 +204,6 @@ def read_space_file(path: Path) -> tuple[dict[str, Any], str]:
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: expected a mapping of keys at the top level")
     return raw, text
-
-
-def validation_message(exc: ValidationError) -> str:
-    """pydantic's first error as ``key.sub: reason (got value)``."""
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if not err["loc"]:  # a check of the whole file: its message names the keys
-        return msg
-    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"{key}: unknown key"
-    if err["type"] == "missing":
-        return f"{key}: missing"
-    if err["type"] in ("value_error", "assertion_error"):  # our own checks: the message says it all
-        return f"{key}: {msg}"
-    got = err.get("input")
-    shown = repr(got) if isinstance(got, (str, int, float, bool)) or got is None else type(got).__name__
-    return f"{key}: {msg} (got {shown[:80]})"
 
 
 def _import_plugins(path: Path, names: list[str]) -> None:
