@@ -180,7 +180,7 @@ class DatasetInfo:
     #: the decoded cache entry, and the side its images are stored at
     cache: str = ""
     side: int = 0
-    #: in label order, where known (``nas_attn.heatmaps.class_names``); labels show as numbers otherwise
+    #: in label order, where known (``nas_attn.probes.class_names``); labels show as numbers otherwise
     class_names: tuple[str, ...] = ()
 
 

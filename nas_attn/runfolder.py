@@ -174,17 +174,17 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import optuna
     import ray
     import timm
     import torch
     import torchvision
 
-    import nas_attn
-
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
-            "nas_attn": nas_attn.__version__}
+            "nas_attn": version("nas-attn")}
 
 
 def now() -> str:

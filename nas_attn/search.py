@@ -239,7 +239,7 @@ def _handle(ds: Dataset, space: SearchSpace, options: SearchOptions | None = Non
 
 
 def _dataset_info(ds: Dataset) -> DatasetInfo:
-    from nas_attn.heatmaps import class_names
+    from nas_attn.probes import class_names
 
     return DatasetInfo(ds.name, ds.source, ds.num_classes, ds.in_chans, str(ds.cache.path) if ds.cache else "",
                        ds.side, class_names(ds))
@@ -502,7 +502,8 @@ def _measure_front(plan: SearchPlan, study, context, say: Callable[[str], None],
 
 def _make_heatmaps(plan: SearchPlan, study, splits: Splits, say: Callable[[str], None], images: int = 8) -> None:
     """Grad-CAM heatmaps of the vanilla trial and the front on a few fixed test images (for the dashboard)."""
-    from nas_attn.heatmaps import heatmap_images, heatmap_trials, make_heatmaps
+    from nas_attn.heatmaps import heatmap_trials, make_heatmaps
+    from nas_attn.probes import heatmap_images
     from nas_attn.results import trials_table
 
     trials = heatmap_trials(trials_table(study))

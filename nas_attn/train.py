@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from nas_attn.arch import Arch, build_model
+from nas_attn.arch import Arch
+from nas_attn.build import build_model
 from nas_attn.data import Splits
 from nas_attn.data.augment import centre_crop, pad_crop_flip, random_resized_crop
 from nas_attn.data.loader import DeviceImages, StreamedImages, batch_slices, default_memory_budget, device_images
