@@ -23,6 +23,7 @@ from nas_attn.arch import Arch, Placement
 from nas_attn.errors import NasAttnError, SpaceError
 from nas_attn.modules import get_entry, list_modules
 from nas_attn.recipe import Recipe
+from nas_attn.samplers import SamplerRequest, resolve_sampler
 from nas_attn.space.schema import OBJECTIVES, Choices, CpuBudgetSection, SpaceFile
 
 NONE = "none"
@@ -111,6 +112,15 @@ class SearchSpace:
     @property
     def asha(self):
         return self.file.early_stopping
+
+    def sampler_request(self, seed: int) -> SamplerRequest:
+        """What this space's sampler factory is given: the file's ``sampler.options`` go to the sampler the
+        file names (``population_size`` among them), not to another one a flag picks instead."""
+        section = self.file.sampler
+        options = {} if self.sampler != section.name else {
+            **({"population_size": section.population_size} if section.population_size is not None else {}),
+            **section.options}
+        return SamplerRequest(seed, options, self.trials)
 
     def arch(self, placements: list[Placement]) -> Arch:
         """The backbone of this space with ``placements``."""
@@ -288,6 +298,10 @@ def _compile(file: SpaceFile, path: Path, sha: str) -> SearchSpace:
         except SpaceError as exc:
             raise SpaceError(f"{path}: {exc} (at cpu_budget.width {budget.width})") from None
     _check_cpu_recipe(path, file.train, budget)
+    try:  # a factory named by import path is found now: a bad one is one line before anything runs
+        resolve_sampler(file.sampler.name)
+    except NasAttnError as exc:
+        raise SpaceError(f"{path}: sampler.name: {exc}") from None
     return SearchSpace(
         name=file.name or path.stem, path=path.resolve(), sha256=sha, file=file, base=base, positions=positions,
         recipe=file.train, trials=file.budget.trials, concurrency=file.budget.concurrency,
