@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_attn.probes import FOLDER, HeatmapImages, save_npz
+from nas_attn.probes import FOLDER, HeatmapImages, run_heatmap_images, save_npz
 
 #: the last feature layer's label among a trial's heatmap layers
 FEATURES = "features"
@@ -164,7 +164,5 @@ def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int) -> l
     arch = find_trial(run_dir, trials[0]).arch
     images = HeatmapImages.load(run_dir)
     if images is None or len(images.labels) != n:
-        from nas_attn.probes import run_heatmap_images
-
         images = run_heatmap_images(run_dir, arch.input_size, n)
     return make_heatmaps(run_dir, trials, images)
