@@ -4,6 +4,7 @@ Importing the package is cheap and torch-free: :class:`Arch`, :class:`Placement`
 :func:`build_model` / :func:`complexity`, which import torch the first time they are called.
 """
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _metadata_version
 
 # Plain imports, not PEP 562: every name here is torch-free until called, and an eager import keeps the
@@ -15,7 +16,10 @@ from nas_attn.errors import ArchError, DataError, ModuleConfigError, NasAttnErro
 from nas_attn.space import SearchSpace, load_space
 
 # the version is written once, in pyproject.toml; the installed package's metadata carries it
-__version__ = _metadata_version("nas-attn")
+try:
+    __version__ = _metadata_version("nas-attn")
+except _NotInstalled:  # a source tree on sys.path, never installed: importing still works
+    __version__ = "0+unknown"
 
 
 def run_search(space, **flags):
