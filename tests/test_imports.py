@@ -11,6 +11,8 @@ import ast
 import pkgutil
 from pathlib import Path
 
+import pytest
+
 import nas_attn
 
 ROOT = Path(nas_attn.__file__).parent
@@ -159,3 +161,12 @@ def test_every_layered_prefix_names_a_module():
     for _, prefixes in LAYERS:
         for prefix in prefixes:
             assert prefix in modules, f"{prefix}: no such module (LAYERS out of date)"
+
+
+def test_the_version_is_written_once_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert nas_attn.__version__ == pyproject["project"]["version"]
+    written = [p for p in ROOT.rglob("*.py") if f'"{nas_attn.__version__}"' in p.read_text(encoding="utf-8")]
+    assert written == []  # derived from the package metadata, not written again
