@@ -4,14 +4,22 @@ Importing the package is cheap and torch-free: :class:`Arch`, :class:`Placement`
 :func:`build_model` / :func:`complexity`, which import torch the first time they are called.
 """
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _metadata_version
+
 # Plain imports, not PEP 562: every name here is torch-free until called, and an eager import keeps the
 # function ``complexity`` from being shadowed by the submodule ``nas_attn.complexity`` once that is imported.
-from nas_attn.arch import Arch, Placement, build_model
+from nas_attn.arch import Arch, Placement
+from nas_attn.build import build_model
 from nas_attn.complexity import complexity
 from nas_attn.errors import ArchError, DataError, ModuleConfigError, NasAttnError, SpaceError
 from nas_attn.space import SearchSpace, load_space
 
-__version__ = "0.1.0"
+# the version is written once, in pyproject.toml; the installed package's metadata carries it
+try:
+    __version__ = _metadata_version("nas-attn")
+except _NotInstalled:  # a source tree on sys.path, never installed: importing still works
+    __version__ = "0+unknown"
 
 
 def run_search(space, **flags):
@@ -23,8 +31,8 @@ def run_search(space, **flags):
 
 def load_trial(run_dir, trial: int):
     """Trial ``trial`` of a run folder as a model with its trained weights, without Ray; see
-    :func:`nas_attn.export.load_trial` (imports torch when called)."""
-    from nas_attn.export import load_trial as _load_trial
+    :func:`nas_attn.trained.load_trial` (imports torch when called)."""
+    from nas_attn.trained import load_trial as _load_trial
 
     return _load_trial(run_dir, trial)
 

@@ -1,6 +1,6 @@
 """Arch and Placement (``docs/arch.md``): JSON round-trip and validation, without torch.
 
-:func:`build_model` is here for callers' convenience; it imports torch (``nas_attn.build``) when called.
+The model of an arch is built by :func:`nas_attn.build.build_model` (also ``nas_attn.build_model``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nas_attn.backbones import OPS, Backbone, Position, get_backbone
 from nas_attn.errors import ArchError, ModuleConfigError
@@ -18,9 +18,6 @@ from nas_attn.modules import check_options, check_positions, get_entry, resolve_
 #: the largest input side and width multiplier an arch may ask for (beyond them nothing would fit in memory)
 MAX_INPUT_SIZE = 4096
 MAX_WIDTH = 16.0
-
-if TYPE_CHECKING:
-    from torch import nn
 
 #: how each op is written after the module in a compact placement (``5:la/par``); insert is written ``k:1``
 OP_SHORT = {"insert": "", "substitute": "/sub", "inside": "/in", "parallel": "/par"}
@@ -250,14 +247,3 @@ def _check_int(arch: Arch, name: str, low: int, high: int) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
         raise ArchError(f"arch: {name} must be an integer in [{low}, {high}], got {v!r}")
 
-
-def build_model(arch: Arch) -> nn.Module:
-    """Build the PyTorch model of ``arch``, freshly initialised (imports torch; see :mod:`nas_attn.build`).
-
-    Raises:
-        ArchError: the arch is invalid (found before torch is imported); the message names the placement.
-    """
-    arch.validate()
-    from nas_attn.build import build_model as build
-
-    return build(arch)

@@ -1,14 +1,20 @@
-"""``build_model``: the PyTorch model of an :class:`~nas_attn.arch.Arch` (imports torch)."""
+"""``build_model``: the PyTorch model of an :class:`~nas_attn.arch.Arch`.
+
+Importing this module is torch-free (``nas_attn.build_model`` is this function): torch is imported when a
+model is built, after the arch has been validated, so a bad arch is refused at once.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from nas_attn.arch import Arch, order_for_build
 from nas_attn.backbones import BuildSettings, get_backbone
-from nas_attn.backbones.nets.common import InsertAfter, attach_inside, attach_parallel
 from nas_attn.errors import ArchError, ModuleConfigError
 from nas_attn.modules import create
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def build_model(arch: Arch) -> nn.Module:
@@ -21,6 +27,8 @@ def build_model(arch: Arch) -> nn.Module:
         ArchError: the arch is invalid, or a module refuses an option value; the message names the placement.
     """
     positions = {p.index: p for p in arch.validate()}
+    from nas_attn.backbones.nets.common import InsertAfter, attach_inside, attach_parallel  # imports torch
+
     family = get_backbone(arch.backbone)
     settings = BuildSettings(arch.num_classes, arch.in_chans, float(arch.width), arch.small_input,
                              arch.resolved_variant())

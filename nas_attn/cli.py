@@ -16,11 +16,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from nas_attn.dirs import user_cache
 from nas_attn.errors import NasAttnError
 
 #: where the tracebacks of unexpected errors go (``$NAS_ATTN_LOG_DIR`` moves it)
-LOG_DIR = Path(os.environ.get("NAS_ATTN_LOG_DIR")
-               or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nas_attn" / "logs")
+LOG_DIR = Path(os.environ.get("NAS_ATTN_LOG_DIR") or user_cache() / "logs")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -1,4 +1,4 @@
-"""Taking a trained arch out of the tool: :func:`load_trial` rebuilds it with its weights (no Ray), and
+"""Taking a trained arch out of the tool (:func:`nas_attn.load_trial` rebuilds it with its weights):
 ``nas-attn export RUN_DIR --trial N --format {torchscript,onnx,state_dict} --out FILE`` writes it, checked
 against PyTorch on the run's test images before it is kept.
 
@@ -18,29 +18,16 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
-
-if TYPE_CHECKING:
-    import torch
+from nas_attn.trained import find_trial, model_of
 
 FORMATS = ("torchscript", "onnx", "state_dict")
 #: an export is kept when its outputs match PyTorch's within this (eval mode, float32)
 ATOL, RTOL = 1e-4, 1e-3
-
-
-@dataclass(frozen=True)
-class TrialWeights:
-    """Where a run folder keeps a trial's arch and weights."""
-
-    run_dir: Path
-    trial: int
-    arch: Arch
-    checkpoint: str
 
 
 @dataclass(frozen=True)
@@ -52,56 +39,9 @@ class ExportReport:
     bytes: int
 
 
-def find_trial(run_dir: str | Path, trial: int) -> TrialWeights:
-    """A trial's arch and checkpoint, from the run's study (or its tables); one-line errors otherwise."""
-    from nas_attn.results import open_run_study, trials_table
-    from nas_attn.runfolder import RunFolder
-
-    run_dir = Path(run_dir).expanduser().resolve()
-    if not (run_dir / "manifest.json").is_file():
-        raise NasAttnError(f"{run_dir}: not a nas-attn run folder (no manifest.json)")
-    study = open_run_study(run_dir, RunFolder(run_dir, True).read_manifest())
-    if study is not None:
-        table = trials_table(study)
-    elif (run_dir / "trials.parquet").is_file():
-        import pandas as pd
-
-        table = pd.read_parquet(run_dir / "trials.parquet")
-    else:
-        raise NasAttnError(f"{run_dir}: no trials recorded yet")
-    rows = table[table["trial"] == trial]
-    if rows.empty:
-        raise NasAttnError(f"{run_dir}: no trial {trial} (trials: {', '.join(map(str, table['trial']))})")
-    row = rows.iloc[0]
-    if not isinstance(row.get("checkpoint"), str):
-        raise NasAttnError(f"{run_dir}: trial {trial} ({row['status']}) has no weights: only trials that completed "
-                           f"keep a checkpoint")
-    return TrialWeights(run_dir, trial, Arch.from_json(row["arch"]), row["checkpoint"])
-
-
-def load_trial(run_dir: str | Path, trial: int) -> torch.nn.Module:
-    """The model of trial ``trial`` of the run in ``run_dir``, with its trained weights, in eval mode."""
-    return model_of(find_trial(run_dir, trial))
-
-
-def model_of(found: TrialWeights) -> torch.nn.Module:
-    """The trial's model with its trained weights, in eval mode."""
-    from nas_attn.build import build_model
-    from nas_attn.checkpoints import load_weights
-
-    trial = found.trial
-    model = build_model(found.arch)
-    try:
-        model.load_state_dict(load_weights(found.checkpoint, found.run_dir))
-    except (FileNotFoundError, OSError) as exc:
-        raise NasAttnError(f"{found.run_dir}: trial {trial}: its checkpoint {found.checkpoint} cannot be read "
-                           f"({exc})") from None
-    return model.eval()
-
-
 def _test_images(run_dir: Path, arch: Arch):
     """The run's heatmap images (normalised), else its test set's first images from the manifest's dataset."""
-    from nas_attn.heatmaps import HeatmapImages, run_heatmap_images
+    from nas_attn.probes import HeatmapImages, run_heatmap_images
 
     images = HeatmapImages.load(run_dir)
     return images if images is not None else run_heatmap_images(run_dir, arch.input_size, 16)

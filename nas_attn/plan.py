@@ -14,7 +14,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +22,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from nas_attn.errors import NasAttnError
 from nas_attn.runfolder import RunFolder
+from nas_attn.samplers import check_sampler_name, create_sampler
 from nas_attn.space import RunSettings, SearchSpace
 
 #: Ray Tune storage schemes (pyarrow file systems) accepted by ``--storage-path``
@@ -44,7 +45,8 @@ class SearchOptions:
     results_dir: str | None = None
     run_id: str | None = None
     resume: bool = False
-    sampler: Literal["nsga2", "tpe", "random", "gp"] | None = None
+    #: a registered sampler's name or a factory's import path (:mod:`nas_attn.samplers`)
+    sampler: str | None = None
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
     address: str | None = None
     gpus_per_trial: Annotated[float, Field(ge=0, le=64, allow_inf_nan=False)] | None = None
@@ -70,6 +72,11 @@ class SearchOptions:
         if v is not None and v > 1 and v != int(v):
             raise ValueError(f"above 1 it must be a whole number, got {v}")
         return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler_name(cls, v: str | None) -> str | None:
+        return v if v is None else check_sampler_name(v)
 
     @field_validator("storage")
     @classmethod
@@ -126,8 +133,7 @@ def check_options_against_space(options: SearchOptions, space: SearchSpace) -> N
     if options.cache_dir is not None and Path(options.cache_dir).expanduser().exists() and \
             not Path(options.cache_dir).expanduser().is_dir():
         raise NasAttnError(f"--cache-dir {options.cache_dir}: not a directory")
-    if options.sampler == "gp" or (options.sampler is None and space.sampler == "gp"):
-        check_gp_sampler()
+    check_sampler(options, space)
 
 
 def local_ray(options: SearchOptions) -> bool:
@@ -158,16 +164,11 @@ def machine_resources() -> tuple[float, float | None]:
     return float(os.cpu_count() or 1), gpus
 
 
-def check_gp_sampler() -> None:
-    """Refuse, before anything runs, Optuna's GPSampler where it cannot run."""
-    import importlib.util
-
-    import optuna
-
-    if not hasattr(optuna.samplers, "GPSampler"):
-        raise NasAttnError(f"sampler gp: this Optuna ({optuna.__version__}) has no GPSampler")
-    if importlib.util.find_spec("scipy") is None:
-        raise NasAttnError("sampler gp: Optuna's GPSampler needs scipy (pip install scipy)")
+def check_sampler(options: SearchOptions, space: SearchSpace) -> None:
+    """Make the run's sampler once, before anything runs: an unknown name, a factory that refuses its options
+    or a sampler that cannot run here (Optuna's GPSampler without scipy) is one line now, not after Ray starts."""
+    chosen = dataclasses.replace(space, sampler=options.sampler or space.sampler)
+    create_sampler(chosen.sampler, chosen.sampler_request(chosen.sampler_seed))
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class DatasetInfo:
     #: the decoded cache entry, and the side its images are stored at
     cache: str = ""
     side: int = 0
-    #: in label order, where known (``nas_attn.heatmaps.class_names``); labels show as numbers otherwise
+    #: in label order, where known (``nas_attn.probes.class_names``); labels show as numbers otherwise
     class_names: tuple[str, ...] = ()
 
 

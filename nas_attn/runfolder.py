@@ -148,17 +148,20 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import optuna
     import ray
     import timm
     import torch
     import torchvision
 
-    import nas_attn
-
+    try:  # pyproject.toml's, as installed
+        ours = version("nas-attn")
+    except PackageNotFoundError:  # a source tree on sys.path, never installed
+        ours = "0+unknown"
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
-            "nas_attn": nas_attn.__version__}
+            "timm": timm.__version__, "optuna": optuna.__version__, "ray": ray.__version__, "nas_attn": ours}
 
 
 def now() -> str:

@@ -15,26 +15,20 @@ from optuna.trial import TrialState
 from nas_attn.errors import NasAttnError
 from nas_attn.plan import SearchPlan
 from nas_attn.results import INTERRUPTED_KEY
+from nas_attn.samplers import create_sampler
 from nas_attn.space import SearchSpace
 from nas_attn.space.encoding import Encoding
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    """The space's sampler.
+    """The space's sampler (:mod:`nas_attn.samplers`: built in, registered, or a factory's import path).
 
     Constraints reach it through the trials: the searcher sets each proposed arch's violations with
     ``Trial.set_constraint`` (Optuna 5's replacement of samplers' ``constraints_func``), and tells archs over
     a limit as complete with their violation (never trained), so that NSGA-II's constrained domination and
     TPE's feasibility split learn from them.
     """
-    if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=space.file.sampler.population_size or 16, seed=seed)
-    if space.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          n_startup_trials=min(10, max(2, space.trials // 4)))
-    if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GPSampler(seed=seed)
+    return create_sampler(space.sampler, space.sampler_request(seed))
 
 
 def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage, sampler_seed_offset: int = 0) -> optuna.Study:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from nas_attn.arch import Arch, build_model
+from nas_attn.arch import Arch
+from nas_attn.build import build_model
 from nas_attn.data import Splits
 from nas_attn.data.augment import centre_crop, pad_crop_flip, random_resized_crop
 from nas_attn.data.loader import DeviceImages, StreamedImages, batch_slices, default_memory_budget, device_images
@@ -180,6 +181,22 @@ def evaluate(model: nn.Module, data: DeviceImages, batch_size: int, device: torc
     return Evaluation(float(loss_sum) / n, float(top1) / n, float(top5) / n)
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """One :func:`train_arch` call, its arguments resolved (the seed chosen, the device picked)."""
+
+    arch: Arch
+    splits: Splits
+    recipe: Recipe
+    seed: int
+    device: torch.device
+    report: Callable[[EpochStats, nn.Module], None] | None
+    keep_weights: bool
+    #: ``time.perf_counter()`` when the call began: the start-up time counts from it
+    started: float
+    memory_budget: int | None
+
+
 def train_arch(
     arch: Arch,
     splits: Splits,
@@ -206,7 +223,7 @@ def train_arch(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        return _train(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget)
+        return _train(TrainJob(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget))
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
 
@@ -273,16 +290,17 @@ class Trainer:
         return loss_sum, correct
 
 
-def _train(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget) -> TrainResult:
-    trainer = Trainer(arch, splits, recipe, device, seed, memory_budget)
+def _train(job: TrainJob) -> TrainResult:
+    recipe, device = job.recipe, job.device
+    trainer = Trainer(job.arch, job.splits, recipe, device, job.seed, job.memory_budget)
     model, prep = trainer.model, trainer.prep
-    val, _ = device_images(splits.val, device, trainer.budget_left)
+    val, _ = device_images(job.splits.val, device, trainer.budget_left)
     steps, bs = trainer.steps_per_epoch, trainer.batch_size
     result = TrainResult(device=str(device), streamed=trainer.streamed)
     for epoch in range(1, recipe.epochs + 1):
         e0 = time.perf_counter()
         if epoch == 1:
-            result.startup_s = e0 - t0
+            result.startup_s = e0 - job.started
         loss_sum, correct = trainer.run_steps(steps)
         train_loss = float(loss_sum) / steps  # one device sync per epoch
         train_s = time.perf_counter() - e0
@@ -294,9 +312,9 @@ def _train(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_
         stats = EpochStats(epoch, train_loss, float(correct) / (steps * bs), ev.loss, ev.top1,
                            trainer.sched.get_last_lr()[0], time.perf_counter() - e0, steps * bs / train_s, ev.top5)
         result.history.append(stats)
-        if report is not None:
-            report(stats, model)
-    if keep_weights:
+        if job.report is not None:
+            job.report(stats, model)
+    if job.keep_weights:
         result.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return result
 

@@ -11,8 +11,8 @@ from nas_attn.train import Preprocess, augment, recalibrate_batchnorm
 
 def test_bundled_sample_is_a_stratified_fashion_mnist_sample(monkeypatch, tmp_path):
     monkeypatch.delenv("NAS_ATTN_DATA", raising=False)
-    monkeypatch.setattr("nas_attn.data.SYSTEM_FMNIST", tmp_path / "none")
-    monkeypatch.setattr("nas_attn.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("nas_attn.data.locate.SYSTEM_FMNIST", tmp_path / "none")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the user cache: nothing there
     ds = load_dataset("fashion_mnist", download=False)
     assert "bundled" in ds.source and ds.train_x.shape == (12000, 1, 28, 28) and ds.test_x.shape == (2000, 1, 28, 28)
     assert np.bincount(ds.train_y).tolist() == [1200] * 10 and np.bincount(ds.test_y).tolist() == [200] * 10

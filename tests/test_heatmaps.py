@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 from searchutil import REPO, env
 
-from nas_attn.heatmaps import FEATURES, HeatmapImages, TrialHeatmaps, choose_images, compute_heatmaps
+from nas_attn.heatmaps import FEATURES, TrialHeatmaps, compute_heatmaps
+from nas_attn.probes import HeatmapImages, choose_images
 
 
 def test_the_search_leaves_heatmaps_of_vanilla_and_front(smoke_run):
@@ -84,7 +85,7 @@ def test_class_names_come_from_the_dataset(tmp_path):
     from imagetrees import make_tree
 
     from nas_attn.data import load_dataset
-    from nas_attn.heatmaps import CLASS_NAMES, class_names
+    from nas_attn.probes import CLASS_NAMES, class_names
 
     make_tree(tmp_path / "tree", classes=3, train=2, val=1)
     ds = load_dataset("imagefolder", tmp_path / "tree", 32, cache_dir=tmp_path / "cache", workers=1, quiet=True)

@@ -171,7 +171,16 @@ MALFORMED = [
      r"train\.bn_recalibration: Input should be less than or equal to 12800000"),
     (GOOD + "cpu_budget: {batch_size: 1000000}\n", r"cpu_budget: batch_size: Input should be less than or equal to"),
     (GOOD + "train: {epochz: 3}\n", r"train\.epochz: unknown key"),
-    (GOOD + "sampler: {name: cmaes}\n", r"sampler\.name: Input should be 'nsga2', 'tpe', 'random' or 'gp'"),
+    (GOOD + "sampler: {name: cmaes}\n", r"sampler\.name: unknown sampler 'cmaes': one of nsga2, tpe, random, gp, or "
+                                         r"a factory's import path"),
+    (GOOD + "sampler: {name: 'my pkg'}\n", r"sampler\.name: 'my pkg' is neither a sampler's name"),
+    (GOOD + "sampler: {name: 'no_such_pkg_xyz.samplers:make'}\n",
+     r"sampler\.name: sampler 'no_such_pkg_xyz.samplers:make': cannot import 'no_such_pkg_xyz.samplers' "
+     r"\(ModuleNotFoundError"),
+    (GOOD + "sampler: {name: 'json:no_such_factory'}\n", r"sampler\.name: sampler 'json:no_such_factory': json has no "
+                                                        r"'no_such_factory'"),
+    (GOOD + "sampler: {name: 'json:__doc__'}\n", r"sampler 'json:__doc__': '__doc__' is not callable"),
+    (GOOD + "sampler: {options: [1]}\n", r"sampler\.options: Input should be a valid dictionary"),
     (GOOD + "sampler: {seed: 18446744073709551616}\n", r"sampler\.seed: Input should be less than 4294967296"),
     (GOOD + "sampler: {population_size: -1}\n", r"sampler\.population_size: Input should be greater than or equal to 2"),
     (GOOD + "budget: {concurrency: -1}\n", r"budget\.concurrency: Input should be greater than or equal to 1"),

@@ -1,25 +1,39 @@
 """What fills a cache entry: datasets held as arrays (Fashion-MNIST, CIFAR) and ``ImageFolder`` trees.
 
-Each source is found by :mod:`nas_attn.data`, described by a :class:`Found` (what keys the cache, how to
-build the entry), and built here into an :class:`~nas_attn.data.cache.EntryWriter`.
+Each source is located by :mod:`nas_attn.data.locate`, described here by a :class:`Found` (what keys the
+cache, how to build the entry: :func:`find`), and built into an :class:`~nas_attn.data.cache.EntryWriter`.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import lzma
 import os
 import pickle
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas_attn.data.cache import EntryMeta, EntryWriter
+from nas_attn.data.cache import EntryMeta, EntryWriter, digest, file_digest
 from nas_attn.data.decode import FolderListing, Target, decode_all, list_image_folder
 from nas_attn.errors import DataError
+
+if TYPE_CHECKING:
+    from nas_attn.data.records import DataSource
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+#: the ``root`` of the sample of Fashion-MNIST that ships inside the package
+BUNDLED = "bundled"
+BUNDLED_DIR = Path(__file__).parent.parent / "_bundled"
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 #: images sampled for the per-channel mean and std (every k-th training image, as many as this or more) …
 STATS_SAMPLE = 10_000
@@ -37,6 +51,41 @@ class Found:
     side: int
     key_parts: tuple[Any, ...]
     build: Callable[[EntryWriter], EntryMeta]
+
+    def key(self) -> str:
+        """The entry's key: a digest of the dataset, the stored side and the source files."""
+        return digest(self.name, self.side, self.key_parts)
+
+
+def find(source: DataSource, workers: int | None = None) -> Found:
+    """What keys and builds ``source``'s entry (the source files listed, not decoded)."""
+    name, root, side = source.name, source.root, source.side
+    if name == "fashion_mnist" and root == BUNDLED:
+        files = sorted(BUNDLED_DIR.glob("fashion_mnist_sample_*.npz.xz"))
+        desc = "bundled stratified sample (nas_attn/_bundled)"
+        return Found(name, root, desc, side, content_key(files), array_builder(name, desc, fmnist_bundled, side))
+    if name == "fashion_mnist":
+        files = fmnist_files(Path(root))
+        if files is None:
+            raise DataError(f"fashion_mnist: no Fashion-MNIST IDX files under {root}")
+        return Found(name, root, root, side, content_key(files),
+                     array_builder(name, root, lambda: fmnist_arrays(files), side))
+    if name in ("cifar10", "cifar100"):
+        files = cifar_files(name, Path(root))
+        if files is None:
+            raise DataError(f"{name}: no {name} archive or folder under {root}")
+        return Found(name, root, root, side, content_key(files),
+                     array_builder(name, root, lambda: read_cifar(name, files), side))
+    tree = FolderTree.scan(Path(root))
+    if source.strict and tree.problems():
+        raise DataError(f"imagefolder: {tree.problems()[0]}; --strict-data refuses it")
+    return Found(name, root, root, side, tree.key_parts(),
+                 folder_builder(tree, side, source.strict, source.quiet, workers))
+
+
+def content_key(files: list[Path]) -> tuple:
+    """Small source files (IDX, archives) are keyed by content: a copy elsewhere has the same key."""
+    return tuple((p.name, file_digest(p)) for p in files)
 
 
 # -- datasets held as arrays ------------------------------------------------------------------------------
@@ -105,6 +154,56 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 # -- CIFAR archives ---------------------------------------------------------------------------------------
+
+# -- Fashion-MNIST: IDX files, or the sample inside the package ----------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) as a uint8 array.
+
+    torchvision's MNIST classes expect their own folder layout with uncompressed files; the official
+    distribution (and Debian's package) ships flat ``.gz`` files, so they are parsed here directly.
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} values)")
+    return data.reshape(dims)
+
+
+def find_idx(root: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+        for candidate in (root / name, root / "FashionMNIST" / "raw" / name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def fmnist_files(root: Path) -> list[Path] | None:
+    """The four IDX files (train images, labels; test images, labels) under ``root``, or ``None``."""
+    found = [find_idx(root, stem) for stems in _FMNIST_FILES.values() for stem in stems]
+    return found if all(found) else None  # type: ignore[return-value]
+
+
+def fmnist_arrays(files: list[Path]) -> Arrays:
+    tx, ty, vx, vy = (read_idx(p) for p in files)
+    return Arrays(tx[:, None], ty.astype(np.int64), vx[:, None], vy.astype(np.int64), 10)
+
+
+def fmnist_bundled() -> Arrays:
+    arrays = []
+    for split in ("train", "t10k"):
+        with np.load(io.BytesIO(lzma.decompress((BUNDLED_DIR / f"fashion_mnist_sample_{split}.npz.xz")
+                                                .read_bytes()))) as z:
+            arrays.append((z["images"][:, None], z["labels"].astype(np.int64)))
+    (tx, ty), (vx, vy) = arrays
+    return Arrays(tx, ty, vx, vy, 10)
+
 
 CIFAR_LAYOUT = {  # archive, folder inside it, training batches, test batch, label key
     "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],

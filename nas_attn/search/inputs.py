@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from nas_attn.data import DataHandle, Dataset, SplitSpec, load_dataset, stored_side
 from nas_attn.errors import NasAttnError
-from nas_attn.heatmaps import class_names
 from nas_attn.plan import DatasetInfo, SearchOptions
+from nas_attn.probes import class_names
 from nas_attn.space import RunSettings, SearchSpace
 
 

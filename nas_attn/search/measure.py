@@ -8,8 +8,9 @@ from collections.abc import Callable
 from nas_attn.data import Splits
 from nas_attn.errors import NasAttnError
 from nas_attn.front import evaluate_front, reevaluate_front
-from nas_attn.heatmaps import heatmap_images, heatmap_trials, make_heatmaps
+from nas_attn.heatmaps import heatmap_trials, make_heatmaps
 from nas_attn.plan import SearchPlan
+from nas_attn.probes import heatmap_images
 from nas_attn.results import front_table, load_front_eval, trials_table
 from nas_attn.stopping import StopRequest
 

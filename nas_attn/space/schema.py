@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from nas_attn.arch import MAX_INPUT_SIZE, MAX_WIDTH
 from nas_attn.backbones import OPS
 from nas_attn.recipe import Recipe
+from nas_attn.samplers import BUILTIN_SAMPLERS, IMPORT_PATH
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -25,7 +26,9 @@ Seed = Annotated[int, Field(ge=0, lt=2**32)]
 MAX_POSITIONS = 1000
 #: objective → Optuna direction; ``latency_ms`` is measured by each trial on its device (nas_attn.latency)
 OBJECTIVES = {"val_acc": "maximize", "flops": "minimize", "params": "minimize", "latency_ms": "minimize"}
-SAMPLERS = ("nsga2", "tpe", "random", "gp")
+#: the built-in samplers (:mod:`nas_attn.samplers` holds them; a space may name others)
+SAMPLERS = BUILTIN_SAMPLERS
+_SAMPLER_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -123,9 +126,23 @@ class ConstraintsSection(Section):
 
 
 class SamplerSection(Section):
-    name: Literal[SAMPLERS] = "nsga2"  # type: ignore[valid-type]
+    """``sampler:`` a registered sampler (built in, or registered by a module in ``imports:``), or a factory's
+    import path ``package.module:function``, found when the space is loaded (:mod:`nas_attn.samplers`)."""
+
+    name: str = "nsga2"
     seed: Seed = 0
+    #: NSGA-II's population (shorthand for ``options: {population_size: N}``)
     population_size: Annotated[int, Field(ge=2, le=100_000)] | None = None
+    #: keyword arguments of the sampler (the built-in ones: their Optuna class's), handed to its factory
+    options: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name_or_import_path(cls, v: str) -> str:
+        if not (_SAMPLER_NAME.match(v) or IMPORT_PATH.match(v)):
+            raise ValueError(f"{v!r} is neither a sampler's name ({', '.join(SAMPLERS)} …) nor an import path "
+                             f"('package.module:function')")
+        return v
 
 
 class BudgetSection(Section):

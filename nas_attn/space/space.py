@@ -23,6 +23,7 @@ from nas_attn.arch import Arch, Placement
 from nas_attn.errors import NasAttnError, SpaceError, validation_message
 from nas_attn.modules import get_entry, list_modules
 from nas_attn.recipe import Recipe
+from nas_attn.samplers import SamplerRequest, resolve_sampler
 from nas_attn.space.schema import OBJECTIVES, Choices, CpuBudgetSection, SpaceFile
 
 NONE = "none"
@@ -111,6 +112,15 @@ class SearchSpace:
     @property
     def asha(self):
         return self.file.early_stopping
+
+    def sampler_request(self, seed: int) -> SamplerRequest:
+        """What this space's sampler factory is given: the file's ``sampler.options`` go to the sampler the
+        file names (``population_size`` among them), not to another one a flag picks instead."""
+        section = self.file.sampler
+        options = {} if self.sampler != section.name else {
+            **({"population_size": section.population_size} if section.population_size is not None else {}),
+            **section.options}
+        return SamplerRequest(seed, options, self.trials)
 
     def arch(self, placements: list[Placement]) -> Arch:
         """The backbone of this space with ``placements``."""
@@ -270,6 +280,10 @@ def _compile(file: SpaceFile, path: Path, sha: str) -> SearchSpace:
         except SpaceError as exc:
             raise SpaceError(f"{path}: {exc} (at cpu_budget.width {budget.width})") from None
     _check_cpu_recipe(path, file.train, budget)
+    try:  # a factory named by import path is found now: a bad one is one line before anything runs
+        resolve_sampler(file.sampler.name)
+    except NasAttnError as exc:
+        raise SpaceError(f"{path}: sampler.name: {exc}") from None
     return SearchSpace(
         name=file.name or path.stem, path=path.resolve(), sha256=sha, file=file, base=base, positions=positions,
         recipe=file.train, trials=file.budget.trials, concurrency=file.budget.concurrency,
@@ -327,28 +341,45 @@ def _compile_positions(file: SpaceFile, base: Arch) -> tuple[tuple[PositionChoic
     return tuple(out), warnings
 
 def _position_choice(pos, key: str, over: Choices, search, dropped: dict[str, list[int]]) -> PositionChoice:
+    """The choices at ``pos`` (an override's, else the search's), each checked against the layer there; ops not
+    legal there are noted in ``dropped`` (or refused with ``strict_ops``)."""
     modules = over.modules or search.modules
     groups = over.groups or search.groups
-    ops = over.ops or search.ops
-    k = pos.index
-    legal_ops = [op for op in ops if op in pos.ops]
-    illegal = [op for op in ops if op not in pos.ops]
-    if illegal and search.strict_ops:
-        raise SpaceError(f"{key}.ops: position {k} ({pos.kind}, {pos.in_channels}->{pos.out_channels}): op "
-                         f"{', '.join(illegal)} not legal (strict_ops is set)")
-    for op in illegal:
-        dropped.setdefault(op, []).append(k)
+    legal_ops = _legal_ops(pos, key, over.ops or search.ops, search.strict_ops, dropped)
     real = [m for m in modules if m != NONE]
     if real and not legal_ops:
-        raise SpaceError(f"{key}.ops: no legal op at position {k} (legal there: {', '.join(pos.ops)})")
-    if any(get_entry(m).takes_groups for m in real):
-        bad = [g for g in groups if pos.out_channels % g]
-        if bad:
-            raise SpaceError(f"{key}.groups: groups {bad} do not divide the {pos.out_channels} channels of "
-                             f"position {k}")
-    for m in real:
+        raise SpaceError(f"{key}.ops: no legal op at position {pos.index} (legal there: {', '.join(pos.ops)})")
+    _check_groups(pos, key, real, groups)
+    _check_module_limits(pos, key, real)
+    return PositionChoice(pos.index, pos.out_channels, pos.side, tuple(modules), tuple(groups),
+                          tuple(legal_ops or ["insert"]))
+
+
+def _legal_ops(pos, key: str, ops: list[str], strict: bool, dropped: dict[str, list[int]]) -> list[str]:
+    """``ops`` legal at ``pos``; the others are noted in ``dropped``, or refused when ``strict``."""
+    illegal = [op for op in ops if op not in pos.ops]
+    if illegal and strict:
+        raise SpaceError(f"{key}.ops: position {pos.index} ({pos.kind}, {pos.in_channels}->{pos.out_channels}): op "
+                         f"{', '.join(illegal)} not legal (strict_ops is set)")
+    for op in illegal:
+        dropped.setdefault(op, []).append(pos.index)
+    return [op for op in ops if op in pos.ops]
+
+
+def _check_groups(pos, key: str, modules: list[str], groups: list[int]) -> None:
+    """Every group count divides the channels at ``pos``, where a module there splits channels into groups."""
+    if not any(get_entry(m).takes_groups for m in modules):
+        return
+    bad = [g for g in groups if pos.out_channels % g]
+    if bad:
+        raise SpaceError(f"{key}.groups: groups {bad} do not divide the {pos.out_channels} channels of "
+                         f"position {pos.index}")
+
+
+def _check_module_limits(pos, key: str, modules: list[str]) -> None:
+    """No module would attend over more positions at ``pos`` than it allows (``max_positions``)."""
+    for m in modules:
         limit = get_entry(m).max_positions
         if limit is not None and pos.side ** 2 > limit:
-            raise SpaceError(f"{key}.modules: {m} at position {k} would attend over {pos.side}x{pos.side} = "
+            raise SpaceError(f"{key}.modules: {m} at position {pos.index} would attend over {pos.side}x{pos.side} = "
                              f"{pos.side ** 2} positions (limit {limit})")
-    return PositionChoice(k, pos.out_channels, pos.side, tuple(modules), tuple(groups), tuple(legal_ops or ["insert"]))
