@@ -412,7 +412,7 @@ def _key(found: Found) -> str:
 
 
 def _open(source: DataSource, found: Found) -> Dataset:
-    entry = open_or_build(source.cache_folder(), source.prefix(), _key(found), found.build)
+    entry = open_or_build(source.cache_folder(), source.prefix(), _key(found), found.build, strict=source.strict)
     return _dataset(source, entry)
 
 
