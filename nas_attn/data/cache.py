@@ -170,11 +170,12 @@ def _stamped(folder: Path, meta: EntryMeta) -> bool:
         return False
 
 
-def write_stamp(folder: Path, meta: EntryMeta) -> None:
-    """Record that ``folder``'s arrays match their checksums now (skipped where the folder is read-only)."""
+def write_stamp(folder: Path, stamp: dict[str, list[int]]) -> None:
+    """Record that the arrays of ``stamp`` (:func:`_stamp`, taken before they were verified: a write since
+    then changes their ctime and so voids it) matched their checksums; skipped in a read-only folder."""
     tmp = folder / f"{STAMP}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        tmp.write_text(json.dumps(_stamp(folder, meta)))
+        tmp.write_text(json.dumps(stamp))
         os.replace(tmp, folder / STAMP)  # atomic: readers racing to stamp write the same content
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -216,12 +217,13 @@ def read_entry(folder: Path, key: str) -> tuple[EntryMeta | None, str]:
                 return None, f"{path.name} has {size} bytes, not {spec.nbytes} (truncated)"
         if _stamped(folder, meta):
             return meta, ""
+        stamp = _stamp(folder, meta)
         damage = verify(folder, meta)
     except OSError as exc:  # removed or unreadable since it was listed: rebuilt like a truncated one
         return None, f"unreadable ({exc.strerror or exc})"
     if damage:
         return None, damage
-    write_stamp(folder, meta)
+    write_stamp(folder, stamp)
     return meta, ""
 
 
@@ -346,7 +348,7 @@ def _publish(tmp: Path, final: Path, meta: EntryMeta) -> None:
         f.write(meta.to_json())
         f.flush()
         os.fsync(f.fileno())
-    write_stamp(tmp, meta)  # checksummed from these very files, after their last write (renaming keeps inodes)
+    write_stamp(tmp, _stamp(tmp, meta))  # checksummed from these very files, after their last write (renaming keeps inodes)
     _fsync_dir(tmp)
     if final.exists():  # truncated or damaged: moved aside, then removed
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
