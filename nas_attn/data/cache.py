@@ -348,7 +348,8 @@ def _publish(tmp: Path, final: Path, meta: EntryMeta) -> None:
         f.write(meta.to_json())
         f.flush()
         os.fsync(f.fileno())
-    write_stamp(tmp, _stamp(tmp, meta))  # checksummed from these very files, after their last write (renaming keeps inodes)
+    # checksummed from these very files, after their last write (renaming the folder keeps their inodes)
+    write_stamp(tmp, _stamp(tmp, meta))
     _fsync_dir(tmp)
     if final.exists():  # truncated or damaged: moved aside, then removed
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
