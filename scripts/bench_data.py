@@ -10,9 +10,15 @@ On a generated JPEG tree (default 20,000 images of 256-500 px in 100 classes, ``
 (c) training images/s of one trial at 224 px (random-resized crops from the 256-px cache, on the device):
     streamed from the cache vs held in device memory vs the same model stepping on random tensors already on
     the device (the ceiling); target streamed >= 0.9 x in memory.
+(d) the entry's chunk checksums (issue 22 part 4): verifying the whole entry at every open, against the
+    run's set-up of (b) (the budget: 5 %); verifying each chunk on its first read instead (the crc32 cost
+    spread over the first epoch's reads); and the ``.verified`` stamp check that an unchanged entry gets.
 
     python scripts/bench_data.py [--images 20000] [--classes 100] [--workdir /tmp] [--keep]
-                                 [--width 0.25] [--batch-size B] [--steps S] [--rounds R]
+                                 [--width 0.25] [--batch-size B] [--steps S] [--rounds R] [--checksums-only]
+
+``--checksums-only``: build the tree and the cache, then (b) and (d) only (no torchvision baseline, no
+training): ``--images 20000`` gives the 22,000-image tree (10 % more in ``val/``).
 
 Runs unchanged on a GPU machine (the model, batch size and steps then default larger).
 """
@@ -148,6 +154,41 @@ def second_run(root: Path, cache: Path, side: int) -> dict:
             "process_wall_s": round(wall, 2), "target_setup_s": 2.0, "met": got["setup_s"] < 2.0}
 
 
+def checksum_costs(entry: Path, setup_s: float) -> dict:
+    """(d): whole-entry verification at open vs per-chunk on first read vs the stamp check, on ``entry``."""
+    import zlib
+
+    from nas_attn.data import cache
+
+    meta = cache.EntryMeta.from_json((entry / cache.META).read_text())
+    nbytes = sum(spec.nbytes for spec in meta.arrays.values())
+    t0 = time.perf_counter()
+    assert cache.verify(entry, meta) == ""
+    verify_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert cache._stamped(entry, meta)
+    stamp_s = time.perf_counter() - t0
+    # per chunk on first read: the first epoch copies every chunk out of the memory map (as a batch does)
+    # and, the first time, checksums it; both timed, so what the checksums add to that epoch is their difference
+    images = np.memmap(cache.array_path(entry, "train_x", meta.arrays["train_x"]), np.uint8, "r")
+    step = meta.chunk_bytes
+    timings = {}
+    for name, check in (("read_s", False), ("read_and_check_s", True)):
+        t0 = time.perf_counter()
+        for start in range(0, len(images), step):
+            chunk = np.array(images[start:start + step])
+            if check:
+                zlib.crc32(memoryview(chunk))
+        timings[name] = time.perf_counter() - t0
+    chosen = "whole entry at open" if verify_s < 0.05 * setup_s else "whole entry when its stamp is stale"
+    return {"entry_gb": round(nbytes / 1e9, 2), "chunks": sum(map(len, meta.checksums.values())),
+            "chunk_bytes": meta.chunk_bytes, "setup_s": setup_s,
+            "verify_whole_at_open_s": round(verify_s, 3), "verify_share_of_setup": round(verify_s / setup_s, 2),
+            "per_chunk_first_epoch_s": round(timings["read_and_check_s"] - timings["read_s"], 3),
+            "first_epoch_read_s": round(timings["read_s"], 3), "stamp_check_s": round(stamp_s, 5),
+            "stamp_share_of_setup": round(stamp_s / setup_s, 5), "budget_share": 0.05, "chosen": chosen}
+
+
 def training(root: Path, cache: Path, args: argparse.Namespace) -> dict:
     """Images/s of one trial's training steps: streamed, held in device memory, and on synthetic tensors."""
     import torch
@@ -226,6 +267,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="training steps per measurement (c); default 6 on a CPU, 50 on a GPU")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurements per path (c); the median counts")
     ap.add_argument("--train-images", type=int, default=4000, help="training images of the trial (c)")
+    ap.add_argument("--checksums-only", action="store_true", help="build the cache, then (b) and (d) only")
     args = ap.parse_args()
     import torch
 
@@ -234,6 +276,15 @@ def main() -> None:
     try:
         tree = make_tree(root, args.images, args.classes)
         warm_page_cache(root)
+        if args.checksums_only:
+            ours, build = cache_build(root, cache, 256)
+            second = second_run(root, cache, 256)
+            entry = next(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+            print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "tree": tree,
+                              "a_cache_build": {**build, "cache_images_per_s": round(ours, 1)},
+                              "b_second_run": second, "d_checksums": checksum_costs(entry, second["setup_s"])},
+                             indent=2))
+            return
         cores = machine()["cores"]
         baseline = torchvision_decode(root, 256, cores)
         ours, build = cache_build(root, cache, 256)
@@ -248,6 +299,8 @@ def main() -> None:
             "b_second_run": second_run(root, cache, 256),
             "c_training": training(root, cache, args),
         }
+        entry = next(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+        result["d_checksums"] = checksum_costs(entry, result["b_second_run"]["setup_s"])
         print(json.dumps(result, indent=2))
     finally:
         if not args.keep:

@@ -103,12 +103,63 @@ def test_truncated_and_stale_entries_are_rebuilt(tmp_path):
     assert stale.train_x[0, 0].mean() > 200
 
 
+def _overwrite_middle(path, count=64 << 10):
+    """``count`` random bytes written over the middle of ``path``, in place (its size unchanged)."""
+    size = path.stat().st_size
+    assert size >= 3 * count, size  # the middle, away from the rows a sample would pick (first, last)
+    with open(path, "r+b") as f:
+        f.seek(size // 2 - count // 2)
+        f.write(np.random.default_rng(0).integers(0, 256, count, dtype=np.uint8).tobytes())
+    return size
+
+
+def test_64_kib_overwritten_mid_array_is_caught_at_the_next_open(tmp_path):
+    """Issue 22 part 4: no sampled fingerprint to slip between; every chunk has a checksum."""
+    root = tmp_path / "tree"
+    make_tree(root, classes=3, train=12, val=2, corrupt=False, empty_class=False)
+    ds = load_dataset("imagefolder", root, 64, cache_dir=tmp_path / "cache", quiet=True)
+    entry, decoded = ds.cache.path, np.array(ds.train_x)
+    assert not load_dataset("imagefolder", root, 64, cache_dir=tmp_path / "cache", quiet=True).cache.built
+    del ds
+    images = entry / "train_x.uint8"
+    size = _overwrite_middle(images)
+    with pytest.raises(DataError) as err:  # under --strict-data: one line, nothing rebuilt
+        load_dataset("imagefolder", root, 64, cache_dir=tmp_path / "cache", quiet=True, strict=True)
+    line = str(err.value)
+    assert "\n" not in line and "train_x.uint8" in line and "(damaged)" in line and "--strict-data" in line, line
+    assert not np.array_equal(np.fromfile(images, np.uint8).reshape(decoded.shape), decoded)  # left as it was
+    rebuilt = load_dataset("imagefolder", root, 64, cache_dir=tmp_path / "cache", quiet=True)
+    assert rebuilt.cache.built and rebuilt.cache.path == entry and images.stat().st_size == size
+    assert rebuilt.cache.why.startswith("train_x.uint8: bytes ") and rebuilt.cache.why.endswith("(damaged)")
+    assert np.array_equal(rebuilt.train_x, decoded)
+    del rebuilt
+    assert not load_dataset("imagefolder", root, 64, cache_dir=tmp_path / "cache", quiet=True).cache.built
+
+
+def test_an_entry_copied_elsewhere_is_verified_once_then_trusted(tmp_path):
+    """The ``.verified`` stamp: a copied entry (new inodes) is read in full once, then opened by its stamp."""
+    from nas_attn.data import cache as cache_mod
+
+    root = tmp_path / "tree"
+    make_tree(root, classes=2, train=3, val=1, corrupt=False, empty_class=False)
+    ds = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
+    entry, key = ds.cache.path, ds.cache.meta.key
+    del ds
+    copy = tmp_path / "copy"
+    shutil.copytree(entry, copy)
+    assert not cache_mod._stamped(copy, cache_mod.read_entry(entry, key)[0])  # other inodes: not trusted
+    meta, why = cache_mod.read_entry(copy, key)
+    assert meta is not None and why == "" and cache_mod._stamped(copy, meta)  # verified whole, then stamped
+    (copy / "test_y.int64").write_bytes((copy / "test_y.int64").read_bytes())  # same bytes, a new ctime
+    assert not cache_mod._stamped(copy, meta) and cache_mod.read_entry(copy, key)[0] is not None
+
+
 def test_an_entry_zeroed_or_altered_at_its_right_size_is_rebuilt(tmp_path):
     root = tmp_path / "tree"
     files = make_tree(root, classes=2, train=4, val=2, corrupt=False, empty_class=False)
     ds = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
     entry, labels = ds.cache.path, np.array(ds.train_y)
-    assert set(ds.cache.meta.fingerprints) == {"train_x", "train_y", "test_x", "test_y"}
+    assert set(ds.cache.meta.checksums) == {"train_x", "train_y", "test_x", "test_y"}
     del ds
     images = entry / "train_x.uint8"
     size = images.stat().st_size
@@ -123,7 +174,7 @@ def test_an_entry_zeroed_or_altered_at_its_right_size_is_rebuilt(tmp_path):
     altered[-1] = 1 - altered[-1]
     (entry / "train_y.int64").write_bytes(altered.tobytes())
     again = load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True)
-    assert again.cache.built and "train_y.int64: its content differs" in again.cache.why
+    assert again.cache.built and "train_y.int64: bytes 0-" in again.cache.why and "(damaged)" in again.cache.why
     assert np.array_equal(again.train_y, labels)
     assert not load_dataset("imagefolder", root, 32, cache_dir=tmp_path / "cache", quiet=True).cache.built
 

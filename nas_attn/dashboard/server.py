@@ -2,12 +2,12 @@
 
 Built to stay up whatever a client sends:
 
-- A connection costs no thread while it is idle: it waits in a selector until it sends something, then a
-  bounded pool of worker threads serves it; one that sends nothing for ``idle_timeout`` seconds is closed.
-  (``socketserver``'s threading server starts a thread per connection and never times one out, so 300
-  half-open connections held 300 threads.) A request that starts but stalls is cut after ``request_timeout``,
-  and one whose request line and headers are not all in after ``header_timeout`` is cut too (a client that
-  sends a byte every few seconds would otherwise hold a worker for ever).
+- A connection costs no thread until its request line and headers are all in: one dispatcher thread reads
+  them without blocking from every connection (a selector), then a bounded pool of worker threads answers
+  whole requests. One that sends nothing for ``idle_timeout`` seconds is closed, and so is one whose head is
+  not all in ``header_timeout`` after its first byte. (Handing a connection to a worker at its first byte let
+  20 clients sending a header byte every 5 s hold all 8 workers, and page loads waited 5-8 s.) An answer
+  that the client does not read is cut after ``request_timeout``.
 - Under ``--watch`` a run folder caught mid-write or damaged keeps the last good page on show; an error while
   answering is a 500 with one line, never a dropped connection.
 - A path that is not valid UTF-8 once percent-decoded, holds a NUL or control character, names a run
@@ -52,14 +52,16 @@ class DashboardServer(socketserver.TCPServer):
         self.watch, self.idle_timeout, self.request_timeout = watch, idle_timeout, request_timeout
         self.header_timeout = header_timeout
         self._lock = threading.Lock()
-        self._local = threading.local()  # the deadline of the request a worker thread is serving
+        self._local = threading.local()  # the request head a worker thread is answering
         self._page, self._version, self._failed = b"", "", ""
         self.refresh()
-        super().__init__(address, DashboardHandler)
+        # set before binding: a bind that fails calls server_close, which needs them (issue 25)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dashboard")
         self._new: list[tuple[socket.socket, tuple]] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing = False
+        self._dispatcher: threading.Thread | None = None
+        super().__init__(address, DashboardHandler)
         self._dispatcher = threading.Thread(target=self._dispatch, name="dashboard-dispatch", daemon=True)
         self._dispatcher.start()
 
@@ -104,35 +106,42 @@ class DashboardServer(socketserver.TCPServer):
     def _dispatch(self) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ)
-        waiting: dict[socket.socket, tuple[tuple, float]] = {}
+        waiting: dict[socket.socket, _Pending] = {}
         while not self._closing:
-            for key, _ in sel.select(timeout=min(0.5, self.idle_timeout / 2)):
+            for key, _ in sel.select(timeout=min(0.5, self.idle_timeout / 2, self.header_timeout / 2)):
                 if key.fileobj is self._wake_r:
                     self._wake_r.recv(4096)
                     continue
                 sock = key.fileobj
+                pending = waiting[sock]
+                if pending.receive(sock, self.header_timeout):
+                    continue
                 sel.unregister(sock)
-                address, _ = waiting.pop(sock)
-                # the deadline runs from its first byte, so time spent queued for a worker counts too
-                self._pool.submit(self._serve, sock, address, time.monotonic() + self.header_timeout)
+                del waiting[sock]
+                if pending.complete:  # a worker only ever gets a request whose head is all in
+                    self._pool.submit(self._serve, sock, pending.address, bytes(pending.data))
+                else:
+                    self.shutdown_request(sock)  # closed by the client before a whole request
             with self._lock:
                 new, self._new = self._new, []
             for sock, address in new:
+                sock.setblocking(False)
                 sel.register(sock, selectors.EVENT_READ)
-                waiting[sock] = (address, time.monotonic() + self.idle_timeout)
+                waiting[sock] = _Pending(address, time.monotonic() + self.idle_timeout)
             now = time.monotonic()
-            for sock in [s for s, (_, deadline) in waiting.items() if deadline < now]:
+            for sock in [s for s, p in waiting.items() if p.deadline < now]:
                 sel.unregister(sock)
                 del waiting[sock]
-                self.shutdown_request(sock)  # idle too long: closed, no thread ever held
+                self.shutdown_request(sock)  # idle, or its head too slow: closed, no thread ever held
         for sock in waiting:
             self.shutdown_request(sock)
         sel.close()
 
-    def _serve(self, sock: socket.socket, address, deadline: float) -> None:
-        self._local.deadline = deadline
+    def _serve(self, sock: socket.socket, address, head: bytes) -> None:
+        self._local.head = head
         try:
-            sock.settimeout(self.request_timeout)
+            sock.setblocking(True)
+            sock.settimeout(self.request_timeout)  # the answer is written under this timeout
             self.finish_request(sock, address)
         except OSError:
             pass  # the client went away or stalled: nothing to answer
@@ -145,7 +154,8 @@ class DashboardServer(socketserver.TCPServer):
     def server_close(self) -> None:
         self._closing = True
         self._wake_w.send(b"\0")
-        self._dispatcher.join(timeout=5)
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._wake_r.close()
         self._wake_w.close()
@@ -157,22 +167,36 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-class _DeadlineReader(socket.SocketIO):
-    """A socket's reads, each within ``step`` seconds and all of them by ``deadline`` (``time.monotonic``)."""
+class _Pending:
+    """A connection in the selector: its bytes so far and when it is closed unless its request head is in.
 
-    def __init__(self, sock: socket.socket, deadline: float, step: float) -> None:
-        super().__init__(sock, "rb")
-        self._deadline, self._step = deadline, step
+    The dispatcher thread reads the request line and headers itself, without blocking, so a client that
+    sends a byte every few seconds (slowloris) holds no worker: a worker gets only whole request heads.
+    """
 
-    def readinto(self, b) -> int | None:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request line and headers took too long")
-        self._sock.settimeout(min(self._step, left))
+    #: bytes of a request head; past it the head goes to a worker as is (answered 400/414 there)
+    MAX_HEAD = 65536
+
+    def __init__(self, address, idle_deadline: float) -> None:
+        self.address, self.deadline = address, idle_deadline
+        self.data = bytearray()
+        self.complete = False
+
+    def receive(self, sock: socket.socket, header_timeout: float) -> bool:
+        """Read what ``sock`` has; ``True`` while the head is still incomplete and the connection open."""
         try:
-            return super().readinto(b)
-        finally:
-            self._sock.settimeout(self._step)  # the answer is written under the usual timeout
+            chunk = sock.recv(self.MAX_HEAD + 1 - len(self.data))
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        if not self.data:  # the head's deadline runs from its first byte
+            self.deadline = time.monotonic() + header_timeout
+        self.data += chunk
+        self.complete = b"\r\n\r\n" in self.data or b"\n\n" in self.data or len(self.data) > self.MAX_HEAD
+        return not self.complete
 
 
 class DashboardHandler(BaseHTTPRequestHandler):
@@ -180,10 +204,9 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # one request per connection (HTTP/1.0), so a deadline on all its reads bounds its request line and headers
+        # one request per connection (HTTP/1.0), its head already read by the dispatcher: parsed from memory
         self.rfile.close()
-        deadline = self.server._local.deadline
-        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline, self.server.request_timeout))
+        self.rfile = io.BytesIO(self.server._local.head)
 
     def log_message(self, format, *args) -> None:  # quiet: one line per request is noise here
         pass
@@ -256,5 +279,7 @@ def make_server(run_dirs: list[str], host: str = "127.0.0.1", port: int = 8050, 
     ``idle_timeout``, ``request_timeout``, ``header_timeout`` of :class:`DashboardServer`."""
     try:
         return DashboardServer((host, port), run_dirs, watch, **limits)
+    except socket.gaierror as exc:
+        raise DashboardError(f"cannot serve on {host}:{port}: unknown host ({exc.strerror or exc})") from None
     except OSError as exc:
         raise DashboardError(f"cannot serve on {host}:{port} ({exc.strerror or exc})") from None

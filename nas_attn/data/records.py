@@ -141,7 +141,7 @@ def _open_by_key(source: DataSource, key: str) -> Dataset:
 
 
 def open_found(source: DataSource, found: Found) -> Dataset:
-    entry = open_or_build(source.cache_folder(), source.prefix(), found.key(), found.build)
+    entry = open_or_build(source.cache_folder(), source.prefix(), found.key(), found.build, strict=source.strict)
     return _dataset(source, entry)
 
 
