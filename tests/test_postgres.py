@@ -98,6 +98,14 @@ def _alive(procs: dict[int, str]) -> list[int]:
             if (st := _stat(pid)) and st[19] == started and st[0] != "Z"]
 
 
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def _kill_after_a_complete_trial(p: subprocess.Popen, storage, timeout=600) -> tuple[dict[int, tuple], dict[int, str]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and p.poll() is None:
@@ -142,7 +150,8 @@ def test_a_search_on_postgres_killed_with_9_resumes_without_losing_a_trial(tmp_p
             assert len(manifest["attempts"]) == 2 and manifest["status"] == "finished"
         finally:
             left = _alive(ray)
-            print(f"Ray processes of the killed driver still running after the resume: {len(left)}")
+            print(f"Ray processes of the killed driver still running after the resume: {len(left)} "
+                  f"({', '.join(sorted(_name(pid) for pid in left))})")
             for pid in left:  # orphans of the kill: not left to the rest of the suite
                 os.kill(pid, signal.SIGKILL)
             storage.engine.dispose()
