@@ -195,6 +195,66 @@ def check_study_present(run_dir: Path, journal: Path, manifest: Manifest) -> Non
                            f"lost; restore the journal from a copy, or start a new run")
 
 
+# -- an RDB study (--storage URL) ------------------------------------------------------------------------
+
+#: the PostgreSQL URL form the ``postgres`` extra's driver serves; a bare ``postgresql://`` means psycopg 3 to
+#: SQLAlchemy 2.1 (psycopg2 to 2.0), so the driver is named in the URL
+POSTGRES_URL = "postgresql+psycopg2://user:password@host:5432/db"
+
+
+def check_storage_url(url: str, timeout: int = 5) -> None:
+    """A one-line :class:`NasAttnError` unless ``url``'s driver is installed and its server answers, so a search
+    with a wrong ``--storage`` stops before data is loaded or Ray starts (Optuna would find out only when it
+    opens the study, after both). Nothing is written: an SQLite file is not created here (Optuna creates it),
+    only its folder is checked; a server is asked for one connection, closed at once. A password in the URL is
+    never shown.
+    """
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except ArgumentError as exc:
+        raise NasAttnError(f"--storage {url}: not a database URL ({exc})") from None
+    shown = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError) as exc:
+        hint = (f"pip install 'nas-attn[postgres]' and write {POSTGRES_URL}" if backend == "postgresql"
+                else f"install the Python driver for {parsed.drivername}")
+        raise NasAttnError(f"--storage {shown}: no driver for {parsed.drivername} ({_one_line(exc)}): "
+                           f"{hint}") from None
+    if backend == "sqlite":
+        folder = Path(parsed.database or "").parent
+        if parsed.database not in (None, "", ":memory:") and not folder.is_dir():
+            raise NasAttnError(f"--storage {shown}: folder {folder} does not exist")
+        return
+    _check_connects(parsed, shown, timeout)
+
+
+def _check_connects(parsed, shown: str, timeout: int) -> None:
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    # libpq and the MySQL drivers wait for an unreachable host as long as TCP does (minutes) unless told
+    args = {"connect_timeout": timeout} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+    engine = sqlalchemy.create_engine(parsed, poolclass=NullPool, connect_args=args)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # OperationalError, InterfaceError, a driver's own: all mean "cannot use it"
+        cause = getattr(exc, "orig", None) or exc
+        raise NasAttnError(f"--storage {shown}: cannot connect ({_one_line(cause)})") from None
+    finally:
+        engine.dispose()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 # -- one writer per run folder --------------------------------------------------------------------------
 
 class RunLock:
