@@ -262,12 +262,21 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:
             raise NasAttnError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
-    else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    from nas_attn.localray import local_ray_node
+
+    # Ray's processes in a session of their own: a signal to the driver's process group stops the search
+    # cleanly instead of killing Ray under it (nas_attn/localray.py says why).
+    with local_ray_node() as node:
+        ray.init(address=node, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def _probe(address: str) -> None:
