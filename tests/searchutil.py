@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -38,3 +39,36 @@ def only_run(results: Path, space: str) -> Path:
     runs = [p for p in (results / space).iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def _processes():
+    """(pid, parent pid, session id, command line) of every process, read from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        yield int(entry.name), int(stat[1]), int(stat[3]), cmdline
+
+
+def launcher_of(pid: int, timeout: float = 120) -> tuple[int, int]:
+    """(pid, session id) of the process that holds the search's local Ray node (nas_attn/localray.py)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for child, parent, sid, cmdline in _processes():
+            if parent == pid and "nas_attn.localray" in cmdline:
+                return child, sid
+        time.sleep(0.5)
+    raise AssertionError("no local Ray launcher under the search process")
+
+
+def session_gone(sid: int, timeout: float = 40) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not [p for p, _, s, _ in _processes() if s == sid]:
+            return True
+        time.sleep(0.5)
+    return False

@@ -1,6 +1,7 @@
 """Ctrl-C (SIGINT) and SIGTERM stop a real search cleanly; the printed command resumes it."""
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
-from searchutil import REPO, env, load_study, write_space
+from searchutil import REPO, env, launcher_of, load_study, session_gone, write_space
 
 SPACE = """
 backbone: {name: mobilenetv2, width: 0.35, small_input: true}
@@ -24,12 +25,12 @@ train: {epochs: 2, batch_size: 32, lr: 0.05, bn_recalibration: 128}
 """
 
 
-def _start(tmp_path, results):
+def _start(tmp_path, results, **popen):
     space = write_space(tmp_path / "stoppable.yaml", textwrap.dedent(SPACE))
     log = open(tmp_path / "search.log", "w")
     cmd = [sys.executable, str(REPO / "search.py"), "--space", str(space), "--results-dir", str(results),
            "--run-id", "r1"]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO, **popen)
 
 
 def _wait_for_epoch(p, run, timeout=300):
@@ -95,3 +96,23 @@ def test_sigterm_stops_with_143_and_a_second_signal_exits_at_once(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143 and time.time() - t0 < 10, err
     assert "second signal: exiting now" in err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_stops_cleanly_and_ray_goes_with_it(tmp_path):
+    """What ``timeout``, systemd, Slurm and ``docker stop`` send: the driver's whole group gets SIGTERM. Ray
+    lives in a session of its own, so the driver stops the search as on its own SIGTERM, and Ray ends after."""
+    results = tmp_path / "results"
+    run = results / "stoppable" / "r1"
+    p = _start(tmp_path, results, start_new_session=True)
+    _, ray_session = launcher_of(p.pid)
+    assert ray_session != os.getsid(p.pid)  # Ray is out of reach of a signal to the driver's group
+    _wait_for_epoch(p, run)
+    os.killpg(p.pid, signal.SIGTERM)
+    t0 = time.time()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and time.time() - t0 < 20, err
+    last = err.strip().splitlines()[-1]
+    assert "interrupted: SIGTERM" in last and "resume with: " in last, err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+    assert session_gone(ray_session), "Ray's processes outlived the search"

@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
-from searchutil import REPO, env, load_study, only_run, search, write_space
+from searchutil import REPO, env, launcher_of, load_study, only_run, search, session_gone, write_space
 
 from nas_attn import Arch, build_model, complexity
 from nas_attn.results import pareto_mask
@@ -161,17 +161,20 @@ def test_kill_9_then_resume_loses_no_completed_trial(tmp_path):
     p = subprocess.Popen([sys.executable, str(REPO / "search.py"), "--space", str(space), "--results-dir",
                           str(results), "--run-id", "r1"], stdout=log, stderr=subprocess.STDOUT, env=env(),
                          cwd=REPO, start_new_session=True)
+    _, ray_session = launcher_of(p.pid)
     deadline = time.time() + 400
     while time.time() < deadline and len(_complete(run)) < 2 and p.poll() is None:
         time.sleep(1)
-    os.killpg(p.pid, signal.SIGKILL)  # the search process and everything it started
+    os.killpg(p.pid, signal.SIGKILL)  # the driver's whole group; Ray's node lives in a session of its own
     p.wait()
     before = {t.number: (t.values, t.user_attrs["arch"]) for t in _complete(run)}
     assert 2 <= len(before) < 5, (tmp_path / "first.log").read_text()[-2000:]
 
+    # resumed at once, while the killed search's Ray may still be shutting down: it must not disturb this one
     r = search("--space", space, "--results-dir", results, "--run-id", "r1")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"resume: {len(before)} trial(s) already finished" in r.stdout
+    assert session_gone(ray_session, timeout=5), "the killed search's Ray node outlived it"
     study = load_study(run, "resumable")
     complete = {t.number: t for t in study.trials if t.state == TrialState.COMPLETE}
     assert len(complete) == 5

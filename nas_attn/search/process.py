@@ -12,12 +12,13 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import optuna
 
 from nas_attn.errors import NasAttnError
+from nas_attn.localray import local_ray_node
 
 #: environment defaults a search needs (a value the user set is kept)
 ENV_DEFAULTS = {
@@ -99,21 +100,25 @@ def ray_session(address: str | None) -> Iterator[None]:
     # ray.init sets variables (PYTHONBREAKPOINT) and the "ray" logger's level that ray.shutdown leaves
     environ, level = dict(os.environ), logging.getLogger("ray").level
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        probe(address)
+    with ExitStack() as stack:
+        if address:
+            probe(address)
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            except Exception as exc:
+                raise NasAttnError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+        else:
+            # Ray's processes in a session of their own: a signal to the driver's process group stops the search
+            # cleanly instead of killing Ray under it (nas_attn/localray.py says why).
+            node = stack.enter_context(local_ray_node())
+            ray.init(address=node, log_to_driver=False, logging_level=logging.WARNING)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except Exception as exc:
-            raise NasAttnError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
-    else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        for key in set(os.environ) | set(environ):
-            _set_env(key, environ.get(key))
-        logging.getLogger("ray").setLevel(level)
+            yield
+        finally:
+            ray.shutdown()
+            for key in set(os.environ) | set(environ):
+                _set_env(key, environ.get(key))
+            logging.getLogger("ray").setLevel(level)
 
 
 def _set_env(key: str, value: str | None) -> None:
