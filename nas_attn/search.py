@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas_attn.checks import check_before_data
 from nas_attn.cli import OneLineArgumentParser, run_cli
 from nas_attn.errors import NasAttnError
 from nas_attn.plan import (
@@ -131,6 +132,7 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     lock = RunLock(run.path).acquire() if run.path.is_dir() else RunLock(run.path)
     try:
         _check_run_files(run, space_, options)
+        check_before_data(options, space_, run)  # nas_attn.checks: paths, cluster, dataset, resume, constraints
         for warning in space_.warnings:
             say(f"warning: {space_.path.name}: {warning}")
         return _run_locked(options, space_, run, lock, say)

@@ -209,7 +209,11 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a directory (or an unwritable file) where the lock file goes
+            raise NasAttnError(f"{self.path}: cannot open the run folder's lock file ({exc.strerror or exc}); "
+                               f"remove it if no search runs there") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
