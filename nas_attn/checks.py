@@ -58,8 +58,10 @@ def check_writable_dir(path: Path, flag: str, given: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise NasAttnError(f"{flag} {given}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise NasAttnError(f"{flag} {given}: cannot write in {existing} (permission denied)")
+    try:  # os.access says yes to root on a read-only mount or /proc: creating (and removing) a folder tells
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".nas-attn-probe-"))
+    except OSError as exc:
+        raise NasAttnError(f"{flag} {given}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 def check_out_file(path: Path, flag: str = "--out") -> None:
@@ -68,17 +70,6 @@ def check_out_file(path: Path, flag: str = "--out") -> None:
     if path.is_dir():
         raise NasAttnError(f"{flag} {path}: is a directory")
     check_writable_dir(path.parent, flag, path)
-    try:  # /proc and its kind look writable to os.access; creating a file there is what tells
-        with tempfile.NamedTemporaryFile(dir=_first_existing(path.parent), prefix=".nas-attn-probe-"):
-            pass
-    except OSError as exc:
-        raise NasAttnError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
-
-
-def _first_existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
 
 
 # -- services -------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nas_attn.arch import Arch
+from nas_attn.checks import check_out_file
 from nas_attn.errors import NasAttnError
 
 if TYPE_CHECKING:
@@ -87,15 +88,10 @@ def load_trial(run_dir: str | Path, trial: int) -> torch.nn.Module:
 def model_of(found: TrialWeights) -> torch.nn.Module:
     """The trial's model with its trained weights, in eval mode."""
     from nas_attn.build import build_model
-    from nas_attn.checkpoints import load_weights
+    from nas_attn.checkpoints import load_into
 
-    trial = found.trial
     model = build_model(found.arch)
-    try:
-        model.load_state_dict(load_weights(found.checkpoint, found.run_dir))
-    except (FileNotFoundError, OSError) as exc:
-        raise NasAttnError(f"{found.run_dir}: trial {trial}: its checkpoint {found.checkpoint} cannot be read "
-                           f"({exc})") from None
+    load_into(model, found.checkpoint, found.run_dir, f"{found.run_dir}: trial {found.trial}")
     return model.eval()
 
 
@@ -218,6 +214,7 @@ def export_trial(run_dir: str | Path, trial: int, fmt: str, out: str | Path) -> 
         raise NasAttnError(f"--out {out}: a folder; give the file to write")
     if not out.parent.is_dir():
         raise NasAttnError(f"--out {out}: no such folder {out.parent}")
+    check_out_file(out)  # nas_attn.checks: /proc, a read-only folder
     found = find_trial(run_dir, trial)
     model = model_of(found)
     images = _test_images(found.run_dir, found.arch)

@@ -18,6 +18,7 @@ import io
 import lzma
 import os
 import socket
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,8 +269,11 @@ def read_idx(path: Path) -> np.ndarray:
     distribution (and Debian's package) ships flat ``.gz`` files, so they are parsed here directly.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # else taken for the cache's write failure (OSError)
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]

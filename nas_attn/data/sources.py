@@ -146,8 +146,11 @@ def read_cifar(name: str, files: list[Path]) -> Arrays:
     """
     _, folder, train, test, label_key, classes = CIFAR_LAYOUT[name]
     if len(files) == 1:
-        with tarfile.open(files[0]) as tar:
-            blobs = {b: _member(tar, f"{folder}/{b}", files[0]) for b in (*train, test)}
+        try:
+            with tarfile.open(files[0]) as tar:
+                blobs = {b: _member(tar, f"{folder}/{b}", files[0]) for b in (*train, test)}
+        except (tarfile.ReadError, EOFError) as exc:  # random bytes, a truncated download
+            raise DataError(f"{files[0]}: not a readable tar archive ({exc})") from None
     else:
         blobs = {p.name: p.read_bytes() for p in files}
     parts = [_cifar_batch(blobs[b], label_key, f"{files[0]}:{b}") for b in (*train, test)]
