@@ -143,6 +143,7 @@ def _add_take_away_commands(sub) -> None:
     h.add_argument("run_dir", metavar="RUN_DIR")
     h.add_argument("--trials", type=int, nargs="+", help="default: the vanilla trial and the front")
     h.add_argument("--images", type=int, default=8, help="test images, one class after another (default 8)")
+    h.add_argument("--quiet", action="store_true", help="no progress line per trial (on stderr)")
     h.set_defaults(fn=_heatmaps)
 
 
@@ -160,7 +161,10 @@ def _heatmaps(args) -> None:
 
     if not 1 <= args.images <= 64:
         raise NasAttnError(f"--images {args.images}: between 1 and 64")
-    for path in heatmaps_command(args.run_dir, args.trials, args.images):
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    for path in heatmaps_command(args.run_dir, args.trials, args.images, None if args.quiet else progress):
         print(f"heatmaps: {path}")
 
 

@@ -5,8 +5,11 @@ The model of an arch is built by :func:`nas_attn.build.build_model` (also ``nas_
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -126,11 +129,8 @@ class Arch:
     @classmethod
     def from_json(cls, text: str) -> Arch:
         """Parse a JSON string, or read a ``.json`` file when ``text`` is a path to one."""
-        if not text.lstrip().startswith("{") and len(text) < 4096 and Path(text).is_file():
-            try:
-                text = Path(text).read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError) as exc:
-                raise ArchError(f"arch: cannot read {text[:200]} as UTF-8 text ({exc})") from None
+        if not text.lstrip().startswith("{"):
+            text = _read_arch_file(text)
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
@@ -247,3 +247,28 @@ def _check_int(arch: Arch, name: str, low: int, high: int) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
         raise ArchError(f"arch: {name} must be an integer in [{low}, {high}], got {v!r}")
 
+
+def _read_arch_file(text: str) -> str:
+    """``text`` when it is not the name of a file (then it is parsed as JSON), else the file's text; a name
+    that is a folder, a FIFO or a device is refused without opening it (a FIFO would block)."""
+    try:
+        st = os.stat(text)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            raise ArchError(f"arch: not valid JSON, and too long to be a file name ({text[:60]}…)") from None
+        try:
+            json.loads(text)
+            return text  # JSON that is not an object: from_dict says what is wrong
+        except (json.JSONDecodeError, RecursionError):
+            pass
+        if text.endswith(".json") or os.sep in text:
+            raise ArchError(f"arch: {text[:200]}: no such file") from None
+        return text
+    if stat.S_ISDIR(st.st_mode):
+        raise ArchError(f"arch: {text[:200]}: is a directory, not a .json file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ArchError(f"arch: {text[:200]}: not a regular file (a FIFO or a device)")
+    try:
+        return Path(text).read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ArchError(f"arch: cannot read {text[:200]} as UTF-8 text ({exc})") from None

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nas_attn.errors import NasAttnError
+
 if TYPE_CHECKING:
     import torch
 
@@ -54,3 +56,27 @@ def load_weights(uri: str, run_dir: Path) -> dict[str, torch.Tensor]:
     with tempfile.TemporaryDirectory() as local:
         Checkpoint(uri).to_directory(local)
         return torch.load(Path(local) / WEIGHTS, map_location="cpu", weights_only=True)
+
+
+def load_into(model: torch.nn.Module, uri: str, run_dir: Path, what: str) -> None:
+    """``model`` given the weights of the checkpoint ``uri``; a missing, damaged (random bytes, truncated,
+    empty) or mismatched (another arch's) checkpoint is one :class:`NasAttnError` line naming ``what`` and it.
+    """
+    import pickle
+    import zipfile
+
+    try:
+        state = load_weights(uri, run_dir)
+    except FileNotFoundError as exc:
+        raise NasAttnError(f"{what}: its checkpoint {uri} cannot be read ({exc})") from None
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NasAttnError(f"{what}: its checkpoint {uri} is damaged ({first[:200]})") from None
+    if not isinstance(state, dict):
+        raise NasAttnError(f"{what}: its checkpoint {uri} holds no state dict ({type(state).__name__})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        raise NasAttnError(f"{what}: its checkpoint {uri} holds weights of another arch ({detail[:200]})") from None

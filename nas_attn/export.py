@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nas_attn.arch import Arch
+from nas_attn.checks import check_out_file
 from nas_attn.errors import NasAttnError
 from nas_attn.trained import find_trial, model_of
 
@@ -158,6 +159,7 @@ def export_trial(run_dir: str | Path, trial: int, fmt: str, out: str | Path) -> 
         raise NasAttnError(f"--out {out}: a folder; give the file to write")
     if not out.parent.is_dir():
         raise NasAttnError(f"--out {out}: no such folder {out.parent}")
+    check_out_file(out)  # nas_attn.checks: /proc, a read-only folder
     found = find_trial(run_dir, trial)
     model = model_of(found)
     images = _test_images(found.run_dir, found.arch)

@@ -13,19 +13,17 @@ every trial (chosen once per run, one class after another, and recorded). Stored
 
 from __future__ import annotations
 
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas_attn.probes import FOLDER, HeatmapImages, run_heatmap_images, save_npz
+from nas_attn.probes import FOLDER, UNREADABLE, HeatmapImages, run_heatmap_images, save_npz
 
 #: the last feature layer's label among a trial's heatmap layers
 FEATURES = "features"
-#: what reading a damaged ``.npz`` raises (a truncated zip, a missing array, bytes that are not one)
-UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,8 @@ def _drawn_on(run_dir: Path, trial: int, images: HeatmapImages) -> bool:
         return False
 
 
-def make_heatmaps(run_dir: Path, trials: list[int], images: HeatmapImages) -> list[Path]:
+def make_heatmaps(run_dir: Path, trials: list[int], images: HeatmapImages,
+                  say: Callable[[str], None] | None = None) -> list[Path]:
     """Heatmaps of each of ``trials`` (their saved weights) on ``images``, written to the run folder.
 
     Heatmaps already stored that were made on other images are made again on these, so that every trial in the
@@ -109,9 +108,12 @@ def make_heatmaps(run_dir: Path, trials: list[int], images: HeatmapImages) -> li
     stale = [t for t in stored_trials(run_dir) if not _drawn_on(run_dir, t, images)]
     made = []
     # all in memory first, the trials asked for first: a trial whose weights are missing writes nothing
-    for t in [*sorted(set(trials)), *sorted(set(stale) - set(trials))]:
+    todo = [*sorted(set(trials)), *sorted(set(stale) - set(trials))]
+    for done, t in enumerate(todo, 1):
         try:
             made.append(compute_heatmaps(load_trial(run_dir, t), t, images))
+            if say is not None:  # each trial takes seconds to minutes on a CPU: show that it moves
+                say(f"heatmaps: trial {t} done ({done}/{len(todo)})")
         except NasAttnError as exc:
             if t in trials:
                 raise
@@ -150,7 +152,8 @@ def default_trials(run_dir: Path) -> list[int]:
     return heatmap_trials(trials_table(study, load_front_eval(run_dir))) if study is not None else []
 
 
-def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int) -> list[Path]:
+def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int,
+                     say: Callable[[str], None] | None = None) -> list[Path]:
     """``nas-attn heatmaps``: heatmaps of ``trials`` (default: vanilla and front) on ``n`` test images (the
     run's recorded images when there are ``n`` of them, else chosen again from its dataset's test set, and then
     the trials that already had heatmaps are drawn again on the new images too)."""
@@ -165,4 +168,4 @@ def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int) -> l
     images = HeatmapImages.load(run_dir)
     if images is None or len(images.labels) != n:
         images = run_heatmap_images(run_dir, arch.input_size, n)
-    return make_heatmaps(run_dir, trials, images)
+    return make_heatmaps(run_dir, trials, images, say)

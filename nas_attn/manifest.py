@@ -10,6 +10,7 @@ from nas_attn.fsutil import write_atomic
 from nas_attn.plan import SearchPlan
 from nas_attn.records import Attempt, DatasetRecord, Manifest
 from nas_attn.runfolder import argv, git_commit, now, versions
+from nas_attn.storage import hide_password
 
 #: the status of an attempt that never closed itself (SIGKILL, a lost machine), set by the next attempt
 KILLED = "killed"
@@ -28,7 +29,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
                 for a in manifest.attempts]
     manifest = manifest.model_copy(update={
         "space": space.name, "space_file": str(space.path), "space_sha256": space.sha256, "run_id": plan.run.path.name,
-        "study_name": space.name, "storage": storage_url, "objectives": list(space.objectives),
+        "study_name": space.name, "storage": hide_password(storage_url), "objectives": list(space.objectives),
         "directions": list(space.directions), "versions": versions(), "git_commit": git_commit(),
         "tune_storage": plan.options.storage_path or "RUN_DIR/tune",
         "dataset": DatasetRecord(
@@ -42,7 +43,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
         "resources": {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                       "concurrency": res.concurrency, "cluster": {"CPU": res.cluster_cpus, "GPU": res.cluster_gpus}},
         "status": "running",
-        "attempts": [*attempts, Attempt(command=argv(), started=now())],
+        "attempts": [*attempts, Attempt(command=_shown_command(), started=now())],
     })
     write_atomic(plan.run.manifest_path, manifest.to_json())
     return manifest
@@ -70,3 +71,8 @@ def study_counts(plan: SearchPlan, manifest: Manifest) -> dict[str, int] | None:
         return None if study is None else status_counts(trials_table(study))
     except Exception:  # best effort: the figures are a record, the attempt's status is what matters
         return None
+
+
+def _shown_command() -> list[str]:
+    """The command line as recorded: a ``--storage`` URL without its password."""
+    return [hide_password(a) if "://" in a else a for a in argv()]

@@ -96,6 +96,9 @@ class SearchOptions:
     @classmethod
     def from_flags(cls, **flags: Any) -> SearchOptions:
         """Check the flags; the first problem is one :class:`NasAttnError` line naming the flag."""
+        for name, value in flags.items():  # '' is never a meaningful path, URL or address
+            if isinstance(value, str) and not value.strip():
+                raise NasAttnError(f"--{name.replace('_', '-')}: empty (got {value!r})")
         try:
             return cls(**flags)
         except ValidationError as exc:

@@ -7,12 +7,14 @@ Torch-free to import (:meth:`HeatmapImages.tensor` imports torch).
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nas_attn.errors import NasAttnError
 from nas_attn.fsutil import atomic_target
 
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     watching the folder) never sees half a file."""
     with atomic_target(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
+
+
+#: what reading a damaged ``.npz`` raises (a truncated zip, a missing array, bytes that are not one)
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,13 @@ class HeatmapImages:
         path = Path(run_dir) / FOLDER / IMAGES
         if not path.is_file():
             return None
-        with np.load(path) as z:
-            return cls(z["indices"], z["images"], z["labels"], tuple(z["mean"].tolist()), tuple(z["std"].tolist()),
-                       tuple(json.loads(str(z["class_names"]))))
+        try:
+            with np.load(path) as z:
+                return cls(z["indices"], z["images"], z["labels"], tuple(z["mean"].tolist()),
+                           tuple(z["std"].tolist()), tuple(json.loads(str(z["class_names"]))))
+        except UNREADABLE as exc:
+            raise NasAttnError(f"{path}: damaged ({type(exc).__name__}: {str(exc)[:120]}); delete it and run "
+                               f"`nas-attn heatmaps` again to choose the images anew") from None
 
 
 def choose_images(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -250,6 +250,17 @@ def _check_connects(parsed, shown: str, timeout: int) -> None:
         engine.dispose()
 
 
+def hide_password(url: str) -> str:
+    """``url`` as it may be shown or recorded: a database URL's password as ``***`` (other text as is)."""
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 300 else text[:297] + "..."
@@ -269,7 +280,11 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a directory (or an unwritable file) where the lock file goes
+            raise NasAttnError(f"{self.path}: cannot open the run folder's lock file ({exc.strerror or exc}); "
+                               f"remove it if no search runs there") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -60,13 +60,8 @@ def load_trial(run_dir: str | Path, trial: int) -> torch.nn.Module:
 def model_of(found: TrialWeights) -> torch.nn.Module:
     """The trial's model with its trained weights, in eval mode."""
     from nas_attn.build import build_model
-    from nas_attn.checkpoints import load_weights
+    from nas_attn.checkpoints import load_into
 
-    trial = found.trial
     model = build_model(found.arch)
-    try:
-        model.load_state_dict(load_weights(found.checkpoint, found.run_dir))
-    except (FileNotFoundError, OSError) as exc:
-        raise NasAttnError(f"{found.run_dir}: trial {trial}: its checkpoint {found.checkpoint} cannot be read "
-                           f"({exc})") from None
+    load_into(model, found.checkpoint, found.run_dir, f"{found.run_dir}: trial {found.trial}")
     return model.eval()

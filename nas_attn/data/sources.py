@@ -12,6 +12,7 @@ import lzma
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +165,11 @@ def read_idx(path: Path) -> np.ndarray:
     distribution (and Debian's package) ships flat ``.gz`` files, so they are parsed here directly.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # else taken for the cache's write failure (OSError)
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
@@ -245,8 +249,11 @@ def read_cifar(name: str, files: list[Path]) -> Arrays:
     """
     _, folder, train, test, label_key, classes = CIFAR_LAYOUT[name]
     if len(files) == 1:
-        with tarfile.open(files[0]) as tar:
-            blobs = {b: _member(tar, f"{folder}/{b}", files[0]) for b in (*train, test)}
+        try:
+            with tarfile.open(files[0]) as tar:
+                blobs = {b: _member(tar, f"{folder}/{b}", files[0]) for b in (*train, test)}
+        except (tarfile.ReadError, EOFError) as exc:  # random bytes, a truncated download
+            raise DataError(f"{files[0]}: not a readable tar archive ({exc})") from None
     else:
         blobs = {p.name: p.read_bytes() for p in files}
     parts = [_cifar_batch(blobs[b], label_key, f"{files[0]}:{b}") for b in (*train, test)]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from nas_attn.checks import check_before_data
 from nas_attn.errors import NasAttnError
 from nas_attn.manifest import end_attempt, start_attempt
 from nas_attn.plan import (
@@ -32,7 +33,7 @@ from nas_attn.search.inputs import data_handle, dataset_info, load_search_data
 from nas_attn.search.process import ProcessSettings, process_settings, ray_session
 from nas_attn.space import SearchSpace, load_space
 from nas_attn.space.encoding import make_encoding
-from nas_attn.storage import JournalWriteError, open_journal
+from nas_attn.storage import JournalWriteError, hide_password, open_journal
 from nas_attn.study import open_study, prepare_resume, record_interrupted
 from nas_attn.trial import TrialContext
 
@@ -81,6 +82,7 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     # the run folder is locked before anything else: a second search on it stops here, before data or Ray
     with claimed(run), process_settings() as settings:
         check_run_files(run, space_, options)
+        check_before_data(options, space_, run)  # nas_attn.checks: paths, cluster, dataset, resume, constraints
         for warning in space_.warnings:
             say(f"warning: {space_.path.name}: {warning}")
         return _run_claimed(options, space_, run, settings, say)
@@ -245,5 +247,7 @@ def _open_storage(plan: SearchPlan):
         try:
             return optuna.storages.RDBStorage(url), url
         except Exception as exc:
-            raise NasAttnError(f"--storage {url}: cannot open ({type(exc).__name__}: {exc})") from None
+            shown = hide_password(url)
+            first = (str(exc).strip().splitlines() or [""])[0][:300].replace(url, shown)
+            raise NasAttnError(f"--storage {shown}: cannot open ({type(exc).__name__}: {first})") from None
     return open_journal(plan.run.journal), str(plan.run.journal)

@@ -117,6 +117,14 @@ class SearchSection(Choices):
             raise ValueError(f"repeated positions in {v}")
         return v
 
+    @model_validator(mode="after")
+    def _some_module(self) -> SearchSection:
+        # only `none` everywhere: every sampled arch would be the vanilla backbone, so there is nothing to search
+        chosen = set(self.modules).union(*(o.modules or () for o in self.overrides.values()))
+        if chosen <= {"none"}:
+            raise ValueError(f"modules: {sorted(chosen)} leaves nothing to search (add an attention module)")
+        return self
+
 
 class ConstraintsSection(Section):
     """``constraints:`` limits checked when an arch is proposed (over a limit: infeasible, never trained)."""
@@ -184,7 +192,7 @@ class CpuBudgetSection(Section):
     width: Annotated[float, Field(gt=0, le=MAX_WIDTH, allow_inf_nan=False)] | None = None
     batch_size: Annotated[int, Field(ge=2)] | None = None
     lr: PositiveFinite | None = None
-    concurrency: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, Field(ge=1, le=100_000)] | None = None
     #: ASHA's grace period under the CPU budget (its few epochs may be fewer than the full grace period)
     grace_period: Annotated[int, Field(ge=1)] | None = None
 

@@ -193,6 +193,23 @@ def _first(*values):
     return next((v for v in values if v is not None), None)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML silently keeps the last of two equal keys; a space file that says a thing twice is refused."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _DuplicateKey(f"key {key!r} given twice (again at line {key_node.start_mark.line + 1})")
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep)
+
+
 # -- loading --------------------------------------------------------------------------------------------
 
 def read_space_file(path: Path) -> tuple[dict[str, Any], str]:
@@ -204,7 +221,9 @@ def read_space_file(path: Path) -> tuple[dict[str, Any], str]:
     except OSError as exc:
         raise SpaceError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as exc:
+        raise SpaceError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
