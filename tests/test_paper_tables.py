@@ -161,3 +161,13 @@ def test_cli_prints_a_rows_arch_and_every_row_as_json():
 def test_cli_bad_input_is_one_line_exit_2(args, words):
     r = _cli(*args)
     assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1 and not r.stdout
+
+
+def test_ulsam_table6_overheads_are_the_texts(comparisons):
+    """Section 4.1: inserting ULSAM at 11:1, 12:1, 13:1 costs "1.02K" params and 0.2M / 0.2M / 0.1M FLOPs; after
+    layer 13 (1024 channels) its 2m params are 2,048, which the row's note says."""
+    vanilla = _row(comparisons, "ULSAM-T6-r1")
+    for k, params, flops in ((2, 1_024, 200_704), (3, 1_024, 200_704), (4, 2_048, 100_352)):
+        row = _row(comparisons, f"ULSAM-T6-r{k}")  # 2m params, 2m·hw: 512 x 14 x 14, 1024 x 7 x 7
+        assert (row.params - vanilla.params, row.flops - vanilla.flops) == (params, flops)
+    assert "2,048" in _row(comparisons, "ULSAM-T6-r4").figure.reason

@@ -199,6 +199,9 @@ def _t6() -> tuple[Figure, ...]:
         reason = _MV_BASE if "MV2" in row else ""
         if "17:1" in row:
             reason += "; " + _MV2_INSERT
+        if "13:1" in row:
+            reason = ("the text gives 1.02K params for each of 11:1, 12:1, 13:1; after layer 13 (1024 channels) "
+                      "ULSAM's 2m is 2,048 (ours)")
         out.append(Figure("ULSAM", "Table 6", row, ULSAM_SRC, Quantity(p), Quantity(f), arch, id=f"ULSAM-T6-r{k}",
                           dataset="ImageNet-1K", top1=t1, top5=t5, reason=reason,
                           placement="g = 4 counted (the module's figures do not depend on g, section 3)" if gs else ""))

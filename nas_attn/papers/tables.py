@@ -104,6 +104,10 @@ def _num(value: int | None, like: Quantity | None) -> str:
 _SCALE = {"G": 1e9, "M": 1e6, "K": 1e3}
 
 
+def _exact(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def _pct(diff: float | None) -> str:
     return "-" if diff is None else f"{100 * diff:+.1f}%"
 
@@ -124,8 +128,8 @@ COLUMNS = ("id", "paper", "table", "row", "arch", "paper params", "ours", "diff"
 def rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
     """The comparison as text cells, in :data:`COLUMNS` order."""
     return [(c.figure.id, c.figure.paper, c.figure.table, c.figure.row, target_text(c.figure.target),
-             c.figure.params.text if c.figure.params else "-", _num(c.params, c.figure.params), _pct(c.params_diff),
-             c.figure.flops.text if c.figure.flops else "-", _num(c.flops, c.figure.flops), _pct(c.flops_diff),
+             c.figure.params.text if c.figure.params else "-", _exact(c.params), _pct(c.params_diff),
+             c.figure.flops.text if c.figure.flops else "-", _exact(c.flops), _pct(c.flops_diff),
              c.figure.dataset or "-", c.figure.top1 or "-", c.figure.top5 or "-", c.status, _note(c))
             for c in comparisons]
 
@@ -152,8 +156,9 @@ def to_text(comparisons: list[Comparison]) -> str:
     """For the terminal: a line of figures per row, then its label, arch, accuracy and note, indented."""
     lines = [f"{'id':<18} {'params: paper':>13} {'ours':>8} {'diff':>7}   {'flops: paper':>12} {'ours':>8} "
              f"{'diff':>7}  status"]
-    for r in rows(comparisons):
-        lines.append(f"{r[0]:<18} {r[5]:>13} {r[6]:>8} {r[7]:>7}   {r[8]:>12} {r[9]:>8} {r[10]:>7}  {r[14]}")
+    for c, r in zip(comparisons, rows(comparisons), strict=True):
+        ours_p, ours_f = _num(c.params, c.figure.params), _num(c.flops, c.figure.flops)
+        lines.append(f"{r[0]:<18} {r[5]:>13} {ours_p:>8} {r[7]:>7}   {r[8]:>12} {ours_f:>8} {r[10]:>7}  {r[14]}")
         lines.append(f"{'':19}{r[2]}, {r[3]}")
         acc = ", ".join(f"{h} {v}" for h, v in (("top-1", r[12]), ("top-5", r[13])) if v != "-")
         lines += [f"{'':19}{text}" for text in (r[4], f"{r[11]}: {acc}" if acc else "", r[15]) if text and text != "-"]
