@@ -318,6 +318,8 @@ _LGAM_STAGE = ("Table 2 (one attention module after conv2_x ... conv5_x, i.e. af
                "+0.03M, the text's would add 0.05M")
 _LGAM_BLOCK = ("the text's 'embedded in every residual block' (end of each block's residual branch); Table 2's "
                "one-per-stage reading adds half as much, below the printed figure")
+_LGAM_T1_OTHER = ("section 3.1.1 does not state where LGAM goes in this network; read as Table 2's ResNet-18 layout, "
+                  "one module after the last block of each stage")
 _SE_ROUND = "; timm's SE rounds the hidden width to a multiple of 8 (64 channels get 8, not 4)"
 
 
@@ -356,7 +358,8 @@ def _lgam_t1() -> tuple[Figure, ...]:
                       "classes); the printed 17.43M is 0.26M more, which the paper does not explain")
         out.append(Figure("LGAM", "Table 1", row, LGAM_SRC, Quantity(p), None, _lgam_arch(bb, m, 100),
                           id=f"LGAM-T1-r{k}", dataset="CIFAR-100", top1=f"err {err}",
-                          placement=_LGAM_STAGE if m else "", reason=reason))
+                          placement=(_LGAM_STAGE if bb == "resnet18" else _LGAM_T1_OTHER) if m else "",
+                          reason=reason))
     return tuple(out)
 
 
