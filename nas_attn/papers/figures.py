@@ -114,7 +114,6 @@ class Unavailable:
 
 
 # -- sources -----------------------------------------------------------------------------------------
-_SEEDS = "../shared/seeds/"
 ULSAM_SRC = "Saini et al., WACV 2020 (seeds 004_710fcb4d121ae93e)"
 LGAM_SRC = "Zhang, Li, Yang, J. Computer Applications 40(3) 2020 (seeds 002_8fb30ab5c1286005)"
 LADNET_SRC = "Yang et al., IEEE Access 9 2021 (seeds 000_d59be521e237def1)"
