@@ -68,14 +68,21 @@ def _modules(args) -> None:
 
 def _paper_tables(args) -> None:
     from nas_attn.errors import NasAttnError
-    from nas_attn.papers.figures import FIGURES, UNAVAILABLE
+    from nas_attn.papers.figures import BY_ID, FIGURES
     from nas_attn.papers.tables import compare, to_json, to_markdown, to_text
 
+    if args.arch is not None:
+        figure = BY_ID.get(args.arch)
+        if figure is None:
+            raise NasAttnError(f"no paper-table row {args.arch!r} (the ids are listed by nas-attn paper-tables)")
+        if figure.target is None:
+            raise NasAttnError(f"row {args.arch} has no arch: {figure.reason}")
+        print(json.dumps(figure.target.to_dict()))
+        return
     figures = tuple(f for f in FIGURES if args.paper is None or f.paper.lower() == args.paper.lower())
     if not figures:
         papers = ", ".join(dict.fromkeys(f.paper for f in FIGURES))
-        missing = ", ".join(u.paper for u in UNAVAILABLE)
-        raise NasAttnError(f"no figures for paper {args.paper!r} (figures: {papers}; not available here: {missing})")
+        raise NasAttnError(f"no figures for paper {args.paper!r} (papers: {papers})")
     format_ = {"text": to_text, "markdown": to_markdown, "json": to_json}[args.format]
     print(format_(compare(figures)), end="")
 
@@ -122,9 +129,11 @@ def build_parser() -> OneLineArgumentParser:
     c.set_defaults(fn=_complexity)
     m = sub.add_parser("modules", help="list the registered attention modules")
     m.set_defaults(fn=_modules)
-    t = sub.add_parser("paper-tables", help="the source papers' params/FLOPs figures beside ours")
+    t = sub.add_parser("paper-tables", help="the source papers' tables (params, FLOPs, accuracy) beside ours")
     t.add_argument("--format", choices=("text", "markdown", "json"), default="text")
-    t.add_argument("--paper", default=None, help="only this paper's rows (ULSAM, LGAM, LADNet, backbone)")
+    t.add_argument("--paper", default=None, help="only this paper's rows (ULSAM, LGAM, LADNet, CSM, backbone)")
+    t.add_argument("--arch", default=None, metavar="ROW_ID",
+                   help="print the arch JSON of one row (ids as ULSAM-T7-r3, listed by the table)")
     t.set_defaults(fn=_paper_tables)
     sub.add_parser("search", help="run a search (see nas-attn search --help)")
     sub.add_parser("dashboard", help="the Pareto dashboard (see nas-attn dashboard --help)")

@@ -65,7 +65,7 @@ def test_backbones_and_modules_lists():
 def test_paper_tables_unknown_paper_is_one_line_exit_2():
     r = _run("paper-tables", "--paper", "SENet")  # a paper of no module here
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "no figures for paper 'SENet'" in r.stderr and "not available here: " in r.stderr
+    assert "no figures for paper 'SENet'" in r.stderr and "papers: ULSAM, LGAM, LADNet, CSM" in r.stderr
 
 
 BAD_ARCHS = [

@@ -1,9 +1,9 @@
-"""The source papers' parameter and FLOP figures beside ours (``nas-attn paper-tables``, ``docs/paper-tables.md``).
+"""The source papers' tables beside ours (``nas-attn paper-tables``, ``docs/paper-tables.md``).
 
-``figures`` holds the data (torch-free): every figure found, where it comes from and the arch or module that
-expresses it; ``tables`` computes ours and formats the comparison.
+``figures`` holds the data (torch-free): every row of every table that prints params, FLOPs or accuracy, where
+it is printed and the arch or module that expresses it; ``tables`` computes ours and formats the comparison.
 """
 
-from nas_attn.papers.figures import FIGURES, UNAVAILABLE, Figure, ModuleCase, Quantity, Unavailable
+from nas_attn.papers.figures import BY_ID, FIGURES, NO_FIGURES, Figure, ModuleCase, Quantity
 
-__all__ = ["FIGURES", "UNAVAILABLE", "Figure", "ModuleCase", "Quantity", "Unavailable"]
+__all__ = ["BY_ID", "FIGURES", "NO_FIGURES", "Figure", "ModuleCase", "Quantity"]

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from nas_attn.arch import Arch
-from nas_attn.papers.figures import FIGURES, UNAVAILABLE, Figure, ModuleCase, Quantity
+from nas_attn.papers.figures import FIGURES, NO_FIGURES, Figure, ModuleCase, Quantity
 
 #: relative difference above which a row needs a reason
 TOLERANCE = 0.01
@@ -16,7 +16,7 @@ TOLERANCE = 0.01
 class Comparison:
     """One figure and ours: ``status`` is ``match`` (within 1 %), ``rounds`` (ours prints as the paper's
     figure at its precision), ``differs`` (explained by ``figure.reason``), ``n/a`` (nothing here expresses
-    the row) or ``ours only`` (a network of a table whose figures were not found)."""
+    the row) or ``ours only`` (a row that prints accuracy only: our figures, none of the paper's)."""
 
     figure: Figure
     params: int | None
@@ -49,8 +49,16 @@ def _relative(ours: int | None, paper: Quantity | None) -> float | None:
 
 
 def compare(figures: tuple[Figure, ...] = FIGURES) -> list[Comparison]:
-    """Our figures for ``figures`` (imports torch: each arch or module is built on the meta device)."""
-    return [Comparison(f, *_ours(f.target)) for f in figures]
+    """Our figures for ``figures`` (imports torch: each arch or module is built on the meta device, once per
+    distinct target: many rows share one)."""
+    cache: dict[str, tuple[int | None, int | None]] = {}
+    out = []
+    for f in figures:
+        key = json.dumps(f.target.to_dict(), sort_keys=True) if f.target is not None else ""
+        if key not in cache:
+            cache[key] = _ours(f.target)
+        out.append(Comparison(f, *cache[key]))
+    return out
 
 
 def _ours(target: Arch | ModuleCase | None) -> tuple[int | None, int | None]:
@@ -96,6 +104,10 @@ def _num(value: int | None, like: Quantity | None) -> str:
 _SCALE = {"G": 1e9, "M": 1e6, "K": 1e3}
 
 
+def _exact(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def _pct(diff: float | None) -> str:
     return "-" if diff is None else f"{100 * diff:+.1f}%"
 
@@ -109,57 +121,62 @@ def _note(c: Comparison) -> str:
     return "; ".join(n for n in notes if n)
 
 
-COLUMNS = ("paper", "table", "row", "arch", "paper params", "ours", "diff", "paper flops", "ours", "diff",
-           "status", "note", "source")
+COLUMNS = ("id", "paper", "table", "row", "arch", "paper params", "ours", "diff", "paper flops", "ours", "diff",
+           "dataset", "top-1", "top-5", "status", "note")
 
 
 def rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
     """The comparison as text cells, in :data:`COLUMNS` order."""
-    return [(c.figure.paper, c.figure.table, c.figure.row, target_text(c.figure.target),
-             c.figure.params.text if c.figure.params else "-", _num(c.params, c.figure.params), _pct(c.params_diff),
-             c.figure.flops.text if c.figure.flops else "-", _num(c.flops, c.figure.flops), _pct(c.flops_diff),
-             c.status, _note(c), c.figure.source)
+    return [(c.figure.id, c.figure.paper, c.figure.table, c.figure.row, target_text(c.figure.target),
+             c.figure.params.text if c.figure.params else "-", _exact(c.params), _pct(c.params_diff),
+             c.figure.flops.text if c.figure.flops else "-", _exact(c.flops), _pct(c.flops_diff),
+             c.figure.dataset or "-", c.figure.top1 or "-", c.figure.top5 or "-", c.status, _note(c))
             for c in comparisons]
 
 
 def to_markdown(comparisons: list[Comparison]) -> str:
-    """One markdown table per paper, then the tables not available here."""
+    """One markdown table per paper (its source above it), then the papers' tables that print no figures."""
     out: list[str] = []
+    skip = {1}  # the paper column: one table per paper
+    head = [h for i, h in enumerate(COLUMNS) if i not in skip]
     for paper in dict.fromkeys(c.figure.paper for c in comparisons):
-        out += [f"### {paper}", "", "| " + " | ".join(COLUMNS[1:]) + " |", "|" + " --- |" * (len(COLUMNS) - 1)]
-        out += ["| " + " | ".join(cell.replace("|", "/") for cell in r[1:]) + " |"
-                for r in rows([c for c in comparisons if c.figure.paper == paper])]
+        mine = [c for c in comparisons if c.figure.paper == paper]
+        sources = "; ".join(dict.fromkeys(c.figure.source for c in mine))
+        out += [f"### {paper}", "", f"Source: {sources}.", "", "| " + " | ".join(head) + " |",
+                "|" + " --- |" * len(head)]
+        out += ["| " + " | ".join(cell.replace("|", "/") for i, cell in enumerate(r) if i not in skip) + " |"
+                for r in rows(mine)]
         out.append("")
-    out += ["### Figures not available here", ""]
-    out += [f"- **{u.paper} {u.tables}**: looked in {'; '.join(u.looked)}." for u in UNAVAILABLE]
+    out += ["### Tables without figures", ""]
+    out += [f"- **{paper}**: {tables}." for paper, tables in NO_FIGURES]
     return "\n".join(out) + "\n"
 
 
 def to_text(comparisons: list[Comparison]) -> str:
-    """For the terminal: a line of figures per row, then its arch and its note, indented."""
-    lines = [f"{'paper':<8} {'row':<36} {'params: paper':>13} {'ours':>8} {'diff':>7}   {'flops: paper':>12} "
-             f"{'ours':>8} {'diff':>7}  status"]
-    for r in rows(comparisons):
-        lines.append(f"{r[0]:<8} {r[2][:36]:<36} {r[4]:>13} {r[5]:>8} {r[6]:>7}   {r[7]:>12} {r[8]:>8} {r[9]:>7}  "
-                     f"{r[10]}")
-        lines += [f"{'':9}{text}" for text in (r[3], r[11]) if text and text != "-"]
-    lines += [f"not available here: {u.paper} {u.tables}" for u in UNAVAILABLE]
+    """For the terminal: a line of figures per row, then its label, arch, accuracy and note, indented."""
+    lines = [f"{'id':<18} {'params: paper':>13} {'ours':>8} {'diff':>7}   {'flops: paper':>12} {'ours':>8} "
+             f"{'diff':>7}  status"]
+    for c, r in zip(comparisons, rows(comparisons), strict=True):
+        ours_p, ours_f = _num(c.params, c.figure.params), _num(c.flops, c.figure.flops)
+        lines.append(f"{r[0]:<18} {r[5]:>13} {ours_p:>8} {r[7]:>7}   {r[8]:>12} {ours_f:>8} {r[10]:>7}  {r[14]}")
+        lines.append(f"{'':19}{r[2]}, {r[3]}")
+        acc = ", ".join(f"{h} {v}" for h, v in (("top-1", r[12]), ("top-5", r[13])) if v != "-")
+        lines += [f"{'':19}{text}" for text in (r[4], f"{r[11]}: {acc}" if acc else "", r[15]) if text and text != "-"]
     return "\n".join(lines) + "\n"
 
 
 def to_json(comparisons: list[Comparison]) -> str:
-    """Every row with its arch (or module) as JSON, ours, the differences and the status."""
+    """Every row with its arch (or module) as JSON, ours, the differences, the accuracy and the status."""
     items = []
     for c in comparisons:
-        t = c.figure.target
+        f, t = c.figure, c.figure.target
         items.append({
-            "paper": c.figure.paper, "table": c.figure.table, "row": c.figure.row, "source": c.figure.source,
+            "id": f.id, "paper": f.paper, "table": f.table, "row": f.row, "source": f.source,
             "target": t.to_dict() if t is not None else None,
-            "paper_params": c.figure.params.text if c.figure.params else None, "params": c.params,
-            "params_diff": c.params_diff,
-            "paper_flops": c.figure.flops.text if c.figure.flops else None, "flops": c.flops,
-            "flops_diff": c.flops_diff, "status": c.status, "placement": c.figure.placement,
-            "reason": c.figure.reason,
+            "paper_params": f.params.text if f.params else None, "params": c.params, "params_diff": c.params_diff,
+            "paper_flops": f.flops.text if f.flops else None, "flops": c.flops, "flops_diff": c.flops_diff,
+            "dataset": f.dataset, "top1": f.top1, "top5": f.top5, "status": c.status, "placement": f.placement,
+            "reason": f.reason,
         })
-    unavailable = [{"paper": u.paper, "tables": u.tables, "looked": list(u.looked)} for u in UNAVAILABLE]
-    return json.dumps({"rows": items, "not_available": unavailable}, indent=1)
+    no_figures = [{"paper": paper, "tables": tables} for paper, tables in NO_FIGURES]
+    return json.dumps({"rows": items, "tables_without_figures": no_figures}, indent=1)
