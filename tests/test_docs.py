@@ -42,3 +42,36 @@ def test_code_points_into_docs_not_outside():
         assert "SPEC" not in text.replace("SPEC_QUOTE", ""), path
         for ref in re.findall(r"\b(docs/[\w-]+\.md)\b", text):
             assert (REPO / ref).is_file(), (path, ref)
+
+
+def _code_map(text: str) -> str:
+    start = text.index("### Code map")
+    end = text.find("\n## ", start)
+    return text[start:end if end > 0 else len(text)]
+
+
+def test_the_readme_code_map_and_the_search_flow_name_every_module():
+    """Each source file of the package is named in the README's code map (a package's files under its
+    folder), and each module of the search package in docs/search.md's flow."""
+    code_map = _code_map((REPO / "README.md").read_text())
+    rows = [line for line in code_map.splitlines() if line.startswith("| ")]
+    missing = []
+    for path in sorted((REPO / "nas_attn").rglob("*.py")):
+        rel = path.relative_to(REPO / "nas_attn")
+        if rel.name == "__init__.py" or rel.parts[0] in ("_bundled", "search_spaces"):
+            continue
+        if len(rel.parts) == 1:
+            named = f"`{rel.name}`" in code_map
+        else:  # a package's own modules: named in its row (nested folders: the folder is named)
+            top = f"`{rel.parts[0]}/`"
+            row = next((r for r in rows if top in r), "")
+            named = bool(row) and (len(rel.parts) > 2 or rel.parts[0] in ("modules", "backbones", "papers")
+                                   or f"`{rel.name}`" in row)
+        if not named:
+            missing.append(str(rel))
+    assert not missing, f"README code map leaves out {missing}"
+    flow = (REPO / "docs" / "search.md").read_text()
+    search_modules = [p.name for p in (REPO / "nas_attn" / "search").glob("*.py") if p.name != "__init__.py"]
+    for name in ("runfolder", "storage", "manifest", "stopping", "localray", "checks", "records", "samplers"):
+        search_modules.append(f"{name}.py")
+    assert not [m for m in search_modules if m not in flow], "docs/search.md's flow leaves a module out"
