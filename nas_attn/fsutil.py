@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,3 +30,23 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` through a temporary file and rename, so a kill never leaves half a file."""
     with atomic_target(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+#: errors of a write that a resume recovers from once the file system has room again
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: how those errors read when a library re-raised them without ``errno`` (pyarrow's file systems, which Ray
+#: Tune writes its checkpoints through, say "[errno 28] No space left on device" in the message only)
+_WRITE_FAILURE_TEXTS = tuple(os.strerror(code) for code in WRITE_FAILURES)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a write refused for lack of space or quota."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+            return True
+        if isinstance(exc, OSError) and any(text in str(exc) for text in _WRITE_FAILURE_TEXTS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

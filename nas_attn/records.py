@@ -78,6 +78,8 @@ class TrialReport:
         epoch: the epoch just finished (``None`` when the trial failed before finishing one).
         completed: the recipe's last epoch (the report carries the checkpoint).
         failed: the trial raised; ``reason`` is the first line, ``traceback`` the whole text.
+        disk_full: it failed because a file system was full (its checkpoint under ``--storage-path``): not the
+            arch's failure, so the search stops and a resume runs it again (issue 22).
         node, node_id, device: where it ran.
         startup_s: trial start to its first training step, measured in the trial's process.
         train_s: trial start to the end of its last epoch.
@@ -87,6 +89,7 @@ class TrialReport:
     epoch: EpochStats | None = None
     completed: bool = False
     failed: bool = False
+    disk_full: bool = False
     reason: str = ""
     traceback: str = ""
     node: str = ""

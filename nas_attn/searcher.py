@@ -38,6 +38,7 @@ from nas_attn.records import EpochStats, TrialAttrs, TrialConfig, TrialReport, T
 from nas_attn.runfolder import RunFolder
 from nas_attn.space.encoding import Encoding
 from nas_attn.storage import JournalWriteError
+from nas_attn.study import record_interrupted
 
 #: consecutive refused archs after which the constraints are declared too tight for the space
 MAX_CONSECUTIVE_INFEASIBLE = 200
@@ -179,6 +180,9 @@ class StudySearcher(Searcher):
         if live is None:
             return
         report = TrialReport.from_result(result)
+        if report.disk_full:  # our disk, not the arch: never counted, run again by the resume
+            self._disk_full(live, report)
+            return
         self._note_epoch(live, report)
         status, reason, traceback = self._outcome(live, report, error)
         accs = [h.val_acc for h in live.history]
@@ -203,6 +207,15 @@ class StudySearcher(Searcher):
         state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(
             status, TrialState.FAIL)
         self.study.tell(live.trial, values, state=state)
+
+    def _disk_full(self, live: LiveTrial, report: TrialReport) -> None:
+        """A trial that could not save its checkpoint for lack of space (Ray Tune's ``--storage-path``): recorded
+        as interrupted, so that it does not count against the budget and a resume runs it again, and the search
+        stopped, as a full run folder stops it."""
+        record_interrupted(self.study, [live.trial.number])
+        self._storage_failed(JournalWriteError(
+            f"trial {live.trial.number} could not save its checkpoint ({report.reason}): the search stops, every "
+            f"completed trial is kept and trial {live.trial.number} runs again"))
 
     @property
     def _objectives(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.data import DataHandle
+from nas_attn.fsutil import is_disk_full
 from nas_attn.recipe import Recipe
 from nas_attn.records import EpochStats, TrialConfig, TrialReport
 
@@ -94,7 +95,7 @@ def failure_report(exc: BaseException, where: dict[str, Any]) -> TrialReport:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     reason = first if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {first}".rstrip(": ")
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return TrialReport(failed=True, reason=reason[:500], traceback=text, **where)
+    return TrialReport(failed=True, disk_full=is_disk_full(exc), reason=reason[:500], traceback=text, **where)
 
 
 def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, where: dict[str, Any],

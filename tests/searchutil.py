@@ -13,6 +13,25 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
+#: the smallest search the tests run: one position, one trial of one epoch on a few hundred images
+TINY_SPACE = """
+backbone: {name: mobilenetv2, width: 0.35, small_input: true}
+dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
+search: {positions: [17], modules: [none, ulsam], groups: [2]}
+budget: {trials: 1}
+resources: {cpu: 1, gpu: 0}
+train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
+"""
+
+
+def mount_tmpfs(mount: Path, size: str) -> bool:
+    """A real tmpfs of ``size`` (``96k``, ``1m``) on the folder ``mount``: a disk that fills up; ``False`` where
+    this machine does not let the tests mount one (not root)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True).returncode == 0
+
+
 def env() -> dict:
     e = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     e.pop("RAY_ADDRESS", None)  # the tests start their own local Ray (a test that joins one sets it itself)

@@ -12,10 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import pytest
-from searchutil import REPO, env, search, write_space
+from searchutil import REPO, TINY_SPACE, env, search, write_space
 
 from nas_attn.arch import Arch
 from nas_attn.dashboard import cli as dashboard_cli
@@ -23,7 +22,6 @@ from nas_attn.dashboard.server import make_server
 from nas_attn.errors import ArchError, NasAttnError
 from nas_attn.plan import SearchOptions, check_local_resources
 from nas_attn.space import load_space
-from nas_attn.storage import open_journal
 
 EXAMPLE = REPO / "results" / "examples" / "mobilenetv2_ulsam-cpu-budget"
 
@@ -120,45 +118,7 @@ def test_an_intact_example_run_passes_the_checks(example_run):
     check_run_files(RunFolder(run, True), load_space(str(space)), SearchOptions.from_flags(space=str(space)))
 
 
-SMALL = """
-backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
-search: {positions: [17], modules: [none, ulsam], groups: [2]}
-objectives: [val_acc, flops, params]
-budget: {trials: 1}
-resources: {cpu: 1, gpu: 0}
-train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
-"""
-
-
-def test_an_error_after_the_attempt_opened_closes_it_as_failed(tmp_path):
-    """The driver's own path (no Ray: the plan is made for a given cluster): a study with other objectives
-    than the space's is refused after the attempt was recorded; the manifest says failed, not running."""
-    from nas_attn.plan import DatasetInfo, make_plan
-    from nas_attn.runfolder import resolve_run_folder
-    from nas_attn.search import data_handle, load_search_data, process_settings, run_attempt
-    from nas_attn.stopping import StopRequest
-    from nas_attn.storage import RunLock
-
-    space_file = write_space(tmp_path / "s.yaml", textwrap.dedent(SMALL))
-    run = tmp_path / "results" / "s" / "r1"
-    run.mkdir(parents=True)
-    optuna.create_study(study_name="s", storage=open_journal(run / "optuna.journal"),
-                        directions=["maximize", "minimize"])  # two objectives; the space has three
-    (run / "manifest.json").write_text(json.dumps({"space": "s", "status": "finished",
-                                                   "attempts": [{"started": "a", "ended": "b"}]}))
-    options = SearchOptions.from_flags(space=str(space_file), results_dir=str(tmp_path / "results"), run_id="r1",
-                                       quiet=True)
-    space = load_space(options.space)
-    ds = load_search_data(options, space)
-    plan = make_plan(options, space, resolve_run_folder(options.results_dir, "s", "r1", False),
-                     DatasetInfo(ds.name, ds.source, ds.num_classes, ds.in_chans), {"CPU": 1.0})
-    with RunLock(run), process_settings() as settings, \
-            pytest.raises(NasAttnError, match="has other objectives than val_acc, flops, params"):
-        run_attempt(plan, data_handle(ds, plan.space, options), lambda _: None, StopRequest(), settings)
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "failed" and len(manifest["attempts"]) == 2
-    assert manifest["attempts"][-1]["ended"] and "has other objectives" in manifest["attempts"][-1]["reason"]
+SMALL = TINY_SPACE.replace("budget:", "objectives: [val_acc, flops, params]\nbudget:")
 
 
 # -- 4. resources a local Ray does not have ----------------------------------------------------------------

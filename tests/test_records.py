@@ -9,7 +9,7 @@ import textwrap
 import optuna
 import pandas as pd
 import pytest
-from searchutil import REPO, write_space
+from searchutil import REPO, TINY_SPACE, write_space
 
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
@@ -94,15 +94,7 @@ def test_front_eval_is_written_and_read_back(tmp_path):
     assert load_front_eval(tmp_path) == evals
 
 
-SMALL = """
-backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
-search: {positions: [17], modules: [none, ulsam], groups: [2]}
-objectives: [val_acc, flops, params]
-budget: {trials: 1}
-resources: {cpu: 1, gpu: 0}
-train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
-"""
+SMALL = TINY_SPACE.replace("budget:", "objectives: [val_acc, flops, params]\nbudget:")
 
 
 def test_an_attempt_killed_without_notice_is_closed_by_the_next_with_the_counts_it_left(tmp_path):

@@ -13,7 +13,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
-from searchutil import REPO, env, write_space
+from searchutil import REPO, TINY_SPACE, env, write_space
 
 from nas_attn.errors import NasAttnError
 from nas_attn.search import process_settings, run_search
@@ -51,14 +51,7 @@ def test_process_settings_are_undone_on_exit_and_on_error(tmp_path, monkeypatch)
         logging.getLogger("ray").removeHandler(own)
 
 
-SMALL = """
-backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
-search: {positions: [17], modules: [none, ulsam], groups: [2]}
-budget: {trials: 1}
-resources: {cpu: 1, gpu: 0}
-train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
-"""
+SMALL = TINY_SPACE
 
 
 def test_a_search_that_fails_after_ray_started_leaves_the_process_and_results_as_they_were(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from searchutil import REPO, env, search, write_space
+from searchutil import REPO, TINY_SPACE, env, mount_tmpfs, search, write_space
 
 from nas_attn.errors import NasAttnError
 from nas_attn.records import Manifest
@@ -96,8 +96,7 @@ def test_the_trials_a_killed_attempt_left_are_found_in_its_attempt_record(tmp_pa
 def tiny_filesystem(tmp_path):
     """A real 96 KB tmpfs (needs root and mount permission; skipped otherwise)."""
     mount = tmp_path / "tiny"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if not mount_tmpfs(mount, "96k"):
         pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
@@ -147,14 +146,7 @@ def test_one_writer_per_run_folder_and_the_os_releases_a_dead_holder(tmp_path):
         pass
 
 
-SPACE = """
-backbone: {name: mobilenetv2, width: 0.35, small_input: true}
-dataset: {name: fashion_mnist, input_size: 32, train_subset: 200, val_subset: 100, test_subset: 200}
-search: {positions: [17], modules: [none, ulsam], groups: [2]}
-budget: {trials: 1}
-resources: {cpu: 1, gpu: 0}
-train: {epochs: 1, batch_size: 32, bn_recalibration: 0}
-"""
+SPACE = TINY_SPACE
 
 
 def test_a_second_search_on_a_run_folder_in_use_exits_2_at_once(tmp_path):

@@ -4,7 +4,6 @@ signal, stopped by a full disk or an error), each recorded in the run folder's m
 from __future__ import annotations
 
 import dataclasses
-import errno
 import shlex
 import sys
 import time
@@ -17,6 +16,7 @@ import optuna
 
 from nas_attn.checks import check_before_data
 from nas_attn.errors import NasAttnError
+from nas_attn.fsutil import WRITE_FAILURES
 from nas_attn.manifest import end_attempt, start_attempt
 from nas_attn.plan import (
     SearchOptions,
@@ -36,9 +36,6 @@ from nas_attn.space.encoding import make_encoding
 from nas_attn.storage import JournalWriteError, hide_password, open_journal
 from nas_attn.study import open_study, prepare_resume, record_interrupted
 from nas_attn.trial import TrialContext
-
-#: errors of a write that a resume recovers from once the file system has room again
-WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 if TYPE_CHECKING:
     import pandas as pd
