@@ -146,7 +146,8 @@ def _add_take_away_commands(sub) -> None:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--trial", type=int, required=True)
     e.add_argument("--format", required=True, choices=("torchscript", "onnx", "state_dict"))
-    e.add_argument("--out", required=True, help="the file to write")
+    e.add_argument("--out", required=True, help="the file to write; the model takes images normalised as in "
+                   "training, (x/255 - mean)/std with the run's mean and std, which the file records")
     e.set_defaults(fn=_export)
     h = sub.add_parser("heatmaps", help="Grad-CAM heatmaps of trials on fixed test images (into RUN_DIR/heatmaps)")
     h.add_argument("run_dir", metavar="RUN_DIR")

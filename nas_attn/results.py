@@ -267,11 +267,23 @@ def format_front(front: pd.DataFrame) -> str:
     if front.empty:
         return "(no complete trial: empty front)"
     latency = "latency_ms" in front and front["latency_ms"].notna().any()
-    lines = [f"{'trial':>5} {'val acc':>8} {'test acc':>8} {'MFLOPs':>9} {'params':>9}"
+    digits = mflops_digits(front["flops"].tolist())
+    lines = [f"{'trial':>5} {'val acc':>8} {'test acc':>8} {'MFLOPs':>{digits + 7}} {'params':>9}"
              + (f" {'ms':>8}" if latency else "") + "  placements"]
     for r in front.itertuples():
         test = f"{r.test_acc:.4f}" if isinstance(r.test_acc, float) and not np.isnan(r.test_acc) else "-"
         ms = f" {r.latency_ms:>8.3f}" if latency else ""
-        lines.append(f"{r.trial:>5} {r.val_acc_final:>8.4f} {test:>8} {r.flops / 1e6:>9.2f} {int(r.params):>9}{ms}  "
-                     f"{r.placements}")
+        lines.append(f"{r.trial:>5} {r.val_acc_final:>8.4f} {test:>8} {r.flops / 1e6:>{digits + 7}.{digits}f} "
+                     f"{int(r.params):>9}{ms}  {r.placements}")
     return "\n".join(lines)
+
+
+def mflops_digits(flops: list[float], most: int = 6) -> int:
+    """Decimals of MFLOPs enough to tell every two different counts apart (2 at least, ``most`` at most): a
+    front point printed with the same figure as another looks dominated by it (issue 25)."""
+    values = sorted({int(f) for f in flops})
+    for digits in range(2, most + 1):
+        shown = {round(v / 1e6, digits) for v in values}
+        if len(shown) == len(values):
+            return digits
+    return most

@@ -148,3 +148,17 @@ def test_the_example_run_copied_resumes_with_its_records(tmp_path):
     (run / "optuna.journal").unlink()
     with pytest.raises(NasAttnError, match="missing or empty, but r1 already ran trials"):
         check_run_files(RunFolder(run, True), load_space(str(space)), SearchOptions.from_flags(space=str(space)))
+
+
+def test_the_front_table_prints_enough_digits_to_tell_its_points_apart():
+    """Vanilla at 15,320,100 FLOPs and a placement at 15,324,900 both printed as "15.32" looked dominated."""
+    import pandas as pd
+
+    from nas_attn.results import format_front, mflops_digits
+
+    front = pd.DataFrame({"trial": [0, 1], "val_acc_final": [0.70, 0.75], "test_acc": [0.69, float("nan")],
+                          "flops": [15_320_100, 15_324_900], "params": [1000, 1100], "placements": ["-", "17:ulsam"]})
+    table = format_front(front)
+    assert "15.320" in table and "15.325" in table and "15.32 " not in table
+    assert mflops_digits([23_990_000, 23_580_000]) == 2  # as before where two decimals tell them apart
+    assert mflops_digits([1, 2]) == 6 and mflops_digits([5e6]) == 2

@@ -296,3 +296,12 @@ def test_arch_from_space_round_trips():
     study = optuna.create_study(directions=s.directions)
     trial, arch = make_encoding(s).ask(study)
     assert Arch.from_json(arch.to_json()) == arch
+
+
+def test_the_start_up_line_names_positions_as_they_are():
+    """A space on positions [14, 17] said "positions 14-17"; runs of consecutive positions are joined."""
+    from nas_attn.space.space import index_ranges
+
+    assert index_ranges([14, 17]) == "14, 17"
+    assert index_ranges([10, 8, 9, 14, 16, 17]) == "8-10, 14, 16-17"
+    assert index_ranges([5]) == "5"

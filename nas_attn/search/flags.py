@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from nas_attn.cli import OneLineArgumentParser, run_cli
 from nas_attn.results import format_front
@@ -58,5 +59,13 @@ def print_result(result: SearchResult, quiet: bool) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in result.counts().items()) or "no trials"
     name = result.run_dir.parent.name
     print(f"\n{name}: {counts}; Pareto front (validation accuracy vs FLOPs):\n{format_front(result.front)}")
-    print(f"results: {result.run_dir}")
+    print(f"results: {shown_path(result.run_dir)}")
     return 0
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it lies under it (shorter to read and to paste), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -148,7 +148,7 @@ class SearchSpace:
         idx = [p.index for p in self.positions]
         mods = sorted({m for p in self.positions for m in p.modules})
         return (f"space {self.name}: {self.base.backbone} (width {self.base.width}, input {self.base.input_size}, "
-                f"small_input {self.base.small_input}), positions {idx[0]}-{idx[-1]}, modules {', '.join(mods)}; "
+                f"small_input {self.base.small_input}), positions {index_ranges(idx)}, modules {', '.join(mods)}; "
                 f"objectives {', '.join(self.objectives)}; sampler {self.sampler}; {self.trials} trials x "
                 f"{self.recipe.epochs} epochs")
 
@@ -402,3 +402,14 @@ def _check_module_limits(pos, key: str, modules: list[str]) -> None:
         if limit is not None and pos.side ** 2 > limit:
             raise SpaceError(f"{key}.modules: {m} at position {pos.index} would attend over {pos.side}x{pos.side} = "
                              f"{pos.side ** 2} positions (limit {limit})")
+
+
+def index_ranges(indices: list[int]) -> str:
+    """``[8, 9, 10, 14, 17]`` as ``8-10, 14, 17``: runs of consecutive positions joined, the others listed."""
+    runs: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
