@@ -1,6 +1,11 @@
 """What a search shows while it runs: each running trial's epoch, images/s and validation accuracy, a line
 per finished trial, and an overall line with the front so far and an ETA estimated from the epochs done.
 
+The ETA is remaining epochs × the mean measured epoch time ÷ the trials at once, fixed as a finish time when it
+is estimated, so that between estimates it counts down. A new estimate may move it later only once a trial
+has finished: with no trial finished it never moves up (past the finish time it says how far overdue). While fewer than two
+epochs are measured (the first includes a trial's start-up) it is shown as a range.
+
 On a terminal the display is live (``rich``), with timers that move every second, so a slow machine is
 not mistaken for a hung one; when the output is not a terminal (a log, ``ray job logs``) it is plain lines
 at a sensible rate; ``--quiet`` shows nothing but the final table.
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ray.tune import Callback
@@ -38,6 +44,7 @@ class RunningTrial:
     placements: str
     started: float
     epoch: int = 0
+    last_epoch_at: float | None = None  #: when its last epoch was reported (``None``: none yet)
     images_per_s: float | None = None
     val_acc: float | None = None
 
@@ -53,14 +60,18 @@ class Progress(Callback):
     """
 
     def __init__(self, study, budget: int, epochs: int, concurrency: int, finished_before: int = 0,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.study, self.budget, self.epochs = study, budget, epochs
         self.concurrency, self.finished_before = max(1, concurrency), finished_before
         self.mode = mode or ("live" if sys.stdout.isatty() else "lines")
         self.console = Console(highlight=False)
         self.running: dict[str, RunningTrial] = {}
         self.epochs_done = 0
-        self.t0 = time.time()
+        self.clock = clock
+        self.t0 = clock()
+        self.epoch_seconds: list[float] = []  #: each measured epoch's wall time in its trial
+        self.finish_at: float | None = None  #: the estimated end of the search
+        self.finished_since_estimate = False
         self.last_line = 0.0
         self.live: Live | None = None
 
@@ -89,13 +100,36 @@ class Progress(Callback):
                       key=lambda p: p[1])
         return ", ".join(f"{a:.3f}@{f / 1e6:.1f}M" for a, f in best[:5]) + (" …" if len(best) > 5 else "")
 
+    def _remaining_epochs(self, done: int) -> int:
+        return max(0, self.budget - done) * self.epochs - sum(r.epoch for r in self.running.values())
+
+    def estimate(self, done: int) -> None:
+        """Fix the finish time from the epochs measured so far (see the module docstring: it moves later only
+        after a trial finished). ASHA's early stops make it an upper bound."""
+        if not self.epoch_seconds:
+            return
+        now = self.clock()
+        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        finish_at = now + self._remaining_epochs(done) * mean / self.concurrency
+        if self.finish_at is None or finish_at < self.finish_at or self.finished_since_estimate:
+            self.finish_at = finish_at
+        self.finished_since_estimate = False
+
     def eta(self, done: int) -> str:
-        """Remaining epochs × the aggregate time per epoch seen so far (ASHA's early stops make it an upper bound)."""
-        if not self.epochs_done:
+        """The time left to the estimated finish: a range while fewer than two epochs are measured."""
+        if self.finish_at is None:
             return "estimating…"
-        remaining = max(0, self.budget - done) * self.epochs - sum(r.epoch for r in self.running.values())
-        per_epoch = (time.time() - self.t0) / self.epochs_done
-        return "0m00s" if remaining <= 0 else f"~{hms(per_epoch * remaining)}"
+        if self._remaining_epochs(done) <= 0:
+            return "0m00s"
+        left = self.finish_at - self.clock()
+        if left <= 0:  # slower than measured: said so, and estimated again when the next trial finishes
+            return f"overdue by {hms(-left)}"
+        if len(self.epoch_seconds) < 2:  # one epoch, with its trial's start-up in it: later ones are faster
+            return f"~{hms(left / 2)}–{hms(left)}"
+        return f"~{hms(left)}"
+
+    def _done(self) -> int:
+        return sum(n for s, n in self._counts().items() if s.finished)
 
     def status_line(self) -> str:
         c = self._counts()
@@ -103,12 +137,12 @@ class Progress(Callback):
         parts = [f"{c.get(s, 0)} {s.value}" for s in (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED)]
         if c.get(TrialStatus.INFEASIBLE):
             parts.append(f"{c[TrialStatus.INFEASIBLE]} infeasible (not trained)")
-        return (f"[{hms(time.time() - self.t0)}] trials {done}/{self.budget} done ({', '.join(parts)}), "
+        return (f"[{hms(self.clock() - self.t0)}] trials {done}/{self.budget} done ({', '.join(parts)}), "
                 f"{len(self.running)} running | front: {self._front()} | ETA {self.eta(done)}")
 
     def _table(self) -> Group:
         table = Table.grid(padding=(0, 2))
-        now = time.time()
+        now = self.clock()
         for r in sorted(self.running.values(), key=lambda r: str(r.number)):
             speed = f"{r.images_per_s:,.0f} img/s" if r.images_per_s else "starting"
             acc = f"val {r.val_acc:.4f}" if r.val_acc is not None else ""
@@ -133,15 +167,19 @@ class Progress(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         arch = trial.config.get("arch")
         self.running[trial.trial_id] = RunningTrial(trial.config.get("trial_number", "?"),
-                                                    Arch.from_json(arch).short() if arch else "?", time.time())
+                                                    Arch.from_json(arch).short() if arch else "?", self.clock())
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         r, report = self.running.get(trial.trial_id), TrialReport.from_result(result)
         if r is None or report.epoch is None or report.epoch.epoch <= r.epoch:
             return
-        self.epochs_done += report.epoch.epoch - r.epoch
+        now, new = self.clock(), report.epoch.epoch - r.epoch
+        self.epochs_done += new
+        self.epoch_seconds += [(now - (r.last_epoch_at or r.started)) / new] * new
         r.epoch, r.images_per_s, r.val_acc = report.epoch.epoch, report.epoch.train_images_per_s, report.epoch.val_acc
-        if self.mode == "lines" and time.time() - self.last_line > LINE_EVERY:
+        r.last_epoch_at = now
+        self.estimate(self._done())
+        if self.mode == "lines" and self.clock() - self.last_line > LINE_EVERY:
             self._status()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -155,7 +193,7 @@ class Progress(Callback):
         self._say(f"trial {trial.config.get('trial_number', '?')}: its worker was lost; Ray Tune runs it again")
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        if self.mode == "lines" and time.time() - self.last_line > LINE_EVERY:
+        if self.mode == "lines" and self.clock() - self.last_line > LINE_EVERY:
             self._status()
 
     def on_experiment_end(self, trials: list, **info) -> None:
@@ -167,11 +205,12 @@ class Progress(Callback):
             self.live = None
 
     def _status(self) -> None:
-        self.last_line = time.time()
+        self.last_line = self.clock()
         self._say(self.status_line())
 
     def _finished(self, trial, error: bool = False) -> None:
         r = self.running.pop(trial.trial_id, None)
+        self.finished_since_estimate = True
         report = TrialReport.from_result(trial.last_result)
         if report.failed or error:
             what = f"failed: {report.reason or 'its Ray worker was lost'}"
@@ -181,7 +220,7 @@ class Progress(Callback):
             what = f"stopped early at epoch {report.epoch.epoch} (val {report.epoch.val_acc:.4f})"
         else:
             what = "stopped before its first epoch"
-        took = f" in {hms(time.time() - r.started)}" if r else ""
+        took = f" in {hms(self.clock() - r.started)}" if r else ""
         self._say(f"trial {trial.config.get('trial_number', '?')}: {what}{took} | {r.placements if r else ''}")
         if self.mode == "lines":
             self._status()
