@@ -3,8 +3,8 @@ per finished trial, and an overall line with the front so far and an ETA estimat
 
 The ETA is remaining epochs × the mean measured epoch time ÷ the trials at once, fixed as a finish time when it
 is estimated, so that between estimates it counts down. A new estimate may move it later only once a trial
-has finished: with no trial finished it never moves up (past the finish time it says how far overdue). While fewer than two
-epochs are measured (the first includes a trial's start-up) it is shown as a range.
+has finished: with no trial finished it never moves up (past the finish time it says how far overdue). While
+fewer than two epochs are measured (the first includes a trial's start-up) it is shown as a range.
 
 On a terminal the display is live (``rich``), with timers that move every second, so a slow machine is
 not mistaken for a hung one; when the output is not a terminal (a log, ``ray job logs``) it is plain lines

@@ -190,9 +190,18 @@ def open_journal(path: Path):
 def check_study_present(run_dir: Path, journal: Path, manifest: Manifest) -> None:
     """Refuse to resume a run whose trials are recorded but whose journal is gone or empty: a new study
     there would attach the old front's test accuracies to new trials."""
-    if manifest.ran_trials and (not journal.is_file() or journal.stat().st_size == 0):
+    if manifest.ran_trials and not _complete_records(journal):
         raise NasAttnError(f"{journal}: missing or empty, but {run_dir.name} already ran trials: its study is "
                            f"lost; restore the journal from a copy, or start a new run")
+
+
+def _complete_records(journal: Path) -> bool:
+    """Whether ``journal`` holds a complete record: one that is only a torn tail (or random bytes without a
+    newline) is empty once repaired, and is refused before the repair writes anything."""
+    if not journal.is_file() or journal.stat().st_size == 0:
+        return False
+    _, end = _journal_records(journal, journal.read_bytes())
+    return end > 0
 
 
 # -- an RDB study (--storage URL) ------------------------------------------------------------------------
