@@ -24,7 +24,9 @@ def test_validating_archs_and_reading_the_registry_import_no_torch():
                  placements=[Placement(2, "csm", "insert", args={"order": "spatial-first"})]).validate()
         Arch("resnet50", variant="v1", placements=[Placement(4, "la", "parallel")]).validate()
         for bad in ({"backbone": "resnet18", "placements": [{"position": 1, "module": "nonlocal"}]},
-                    {"backbone": "resnet18", "placements": [{"position": 1, "module": "se", "args": {"r": 2}}]}):
+                    {"backbone": "resnet18", "placements": [{"position": 1, "module": "se", "args": {"r": 2}}]},
+                    {"backbone": "resnet18", "placements": [{"position": 1, "module": "csm",
+                                                             "args": {"order": "sideways"}}]}):
             try:
                 Arch.from_dict(bad).validate()
                 raise SystemExit("accepted " + str(bad))
@@ -43,6 +45,7 @@ def test_validating_archs_and_reading_the_registry_import_no_torch():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert "over its limit of 1024" in lines[0] and "unknown option(s) r" in lines[1]
+    assert "order must be one of channel-first, spatial-first" in lines[2]
     assert lines[-1] == "False"
 
 

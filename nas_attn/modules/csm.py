@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from nas_attn.errors import ModuleConfigError
+from nas_attn.modules.registry import CHOICE_OPTIONS
 
-ORDERS = ("channel-first", "spatial-first")
+ORDERS = CHOICE_OPTIONS["order"]
 
 
 class ChannelAttention(nn.Module):

@@ -121,6 +121,8 @@ def resolve_groups(name: str, channels: int, groups: int | None) -> int | None:
 COUNT_OPTIONS = ("reduction", "key_reduction", "power", "dilation", "spatial_kernel_size")
 #: options that are ratios of channels: numbers in (0, 1]
 RATIO_OPTIONS = ("rd_ratio",)
+#: options that take one of a few words, checked here so that a wrong one is refused without importing torch
+CHOICE_OPTIONS = {"order": ("channel-first", "spatial-first")}
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
@@ -141,6 +143,9 @@ def check_options(name: str, options: dict[str, Any]) -> None:
             raise ModuleConfigError(f"module {name!r}: {key} must be a positive integer, got {got}")
         if key in RATIO_OPTIONS and not (number and 0 < value <= 1):
             raise ModuleConfigError(f"module {name!r}: {key} must be a number in (0, 1], got {got}")
+        if key in CHOICE_OPTIONS and value not in CHOICE_OPTIONS[key]:
+            raise ModuleConfigError(f"module {name!r}: {key} must be one of {', '.join(CHOICE_OPTIONS[key])}, "
+                                    f"got {got}")
 
 
 def check_positions(name: str, side: int) -> None:
