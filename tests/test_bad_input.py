@@ -4,6 +4,7 @@
 
 import gzip
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -33,7 +34,15 @@ def _fmnist_space(tmp: Path, extra: str = "", dataset: str = "") -> Path:
                   "search: {positions: [14, 17], modules: [none, ulsam], groups: [2]}\n" + extra)
 
 
+#: scripts/bench_cli.py sets it to a file: each refusal's wall time is appended there (one JSON line a case)
+TIMES_FILE = os.environ.get("NAS_ATTN_CLI_TIMES")
+
+
 def _assert_refused(r: subprocess.CompletedProcess, elapsed: float, mention: str, results: Path | None) -> None:
+    if TIMES_FILE:
+        case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].removesuffix(" (call)")
+        with open(TIMES_FILE, "a") as f:
+            f.write(json.dumps({"case": case, "s": round(elapsed, 3), "exit": r.returncode}) + "\n")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
