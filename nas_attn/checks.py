@@ -173,10 +173,10 @@ def check_resume_flags(options: SearchOptions, run: RunFolder, manifest: Manifes
     recorded = manifest.storage or ""
     journal = not recorded or "://" not in recorded
     if options.storage and journal:
-        raise NasAttnError(f"--storage {options.storage}: run {run.path.name} keeps its study in its journal "
-                           f"file; resume it without --storage")
+        raise NasAttnError(f"--storage {storage.hide_password(options.storage)}: run {run.path.name} keeps its "
+                           f"study in its journal file; resume it without --storage")
     shown = storage.hide_password(options.storage) if options.storage else ""
-    if options.storage and not journal and shown != recorded:  # the manifest records the URL without password
+    if options.storage and not journal and shown != storage.hide_password(recorded):  # recorded without password
         raise NasAttnError(f"--storage {shown}: run {run.path.name} keeps its study in {recorded}")
     if not options.storage and not journal:
         raise NasAttnError(f"run {run.path.name} keeps its study in {recorded}: resume it with --storage {recorded}")

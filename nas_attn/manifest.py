@@ -75,4 +75,11 @@ def study_counts(plan: SearchPlan, manifest: Manifest) -> dict[str, int] | None:
 
 def _shown_command() -> list[str]:
     """The command line as recorded: a ``--storage`` URL without its password."""
-    return [hide_password(a) if "://" in a else a for a in argv()]
+    return [_hidden(a) for a in argv()]
+
+
+def _hidden(arg: str) -> str:
+    flag, eq, value = arg.partition("=")
+    if eq and flag.startswith("--") and "://" in value:  # --storage=URL
+        return f"{flag}={hide_password(value)}"
+    return hide_password(arg) if "://" in arg else arg

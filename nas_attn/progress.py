@@ -101,7 +101,7 @@ class Progress(Callback):
         return ", ".join(f"{a:.3f}@{f / 1e6:.1f}M" for a, f in best[:5]) + (" …" if len(best) > 5 else "")
 
     def _remaining_epochs(self, done: int) -> int:
-        return max(0, self.budget - done) * self.epochs - sum(r.epoch for r in self.running.values())
+        return max(0, self.budget - done) * self.epochs - sum(r.epoch for r in list(self.running.values()))
 
     def estimate(self, done: int) -> None:
         """Fix the finish time from the epochs measured so far (see the module docstring: it moves later only
@@ -143,7 +143,8 @@ class Progress(Callback):
     def _table(self) -> Group:
         table = Table.grid(padding=(0, 2))
         now = self.clock()
-        for r in sorted(self.running.values(), key=lambda r: str(r.number)):
+        # a copy: rich renders from its own thread while Tune's callbacks add and remove trials
+        for r in sorted(list(self.running.values()), key=lambda r: str(r.number)):
             speed = f"{r.images_per_s:,.0f} img/s" if r.images_per_s else "starting"
             acc = f"val {r.val_acc:.4f}" if r.val_acc is not None else ""
             table.add_row(f"trial {r.number}", f"epoch {r.epoch}/{self.epochs}", speed, acc, hms(now - r.started),

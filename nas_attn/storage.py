@@ -21,6 +21,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -223,8 +224,8 @@ def check_storage_url(url: str, timeout: int = 5) -> None:
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except ArgumentError as exc:
-        raise NasAttnError(f"--storage {url}: not a database URL ({exc})") from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise NasAttnError(f"--storage {hide_password(url)}: not a database URL ({exc})") from None
     shown = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     try:
@@ -260,14 +261,26 @@ def _check_connects(parsed, shown: str, timeout: int) -> None:
 
 
 def hide_password(url: str) -> str:
-    """``url`` as it may be shown or recorded: a database URL's password as ``***`` (other text as is)."""
+    """``url`` as it may be shown or recorded: a database URL without its password (other text as is), so
+    that what reads the recorded URL (the dashboard, export, a resume) connects with the password from
+    ``PGPASSWORD`` or ``~/.pgpass`` rather than a placeholder; a relative SQLite file made absolute."""
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        u = sqlalchemy.engine.make_url(absolute_sqlite(url))
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: still no password shown
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    bare = sqlalchemy.engine.URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    return bare.render_as_string(hide_password=False)
+
+
+def absolute_sqlite(url: str) -> str:
+    """A relative SQLite file (``sqlite:///study.db``) made absolute: the command may be run elsewhere."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or url == prefix + ":memory:":
         return url
+    return prefix + str(Path(url[len(prefix):]).resolve())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -81,7 +81,7 @@ BAD_ARCHS = [
     ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"se","args":{"rd_ratio":0}}]}',
      "module 'se': rd_ratio must be a number in (0, 1]"),
     ('{"backbone":"mobilenetv2","placements":[{"position":14,"module":"csm","args":{"order":"sideways"}}]}',
-     "placement 1 (14:1 csm): order must be one of channel-first, spatial-first, got 'sideways'"),
+     "placement 1 (14:1 csm): module 'csm': order must be one of channel-first, spatial-first, got 'sideways'"),
     ("DEEP", "arch: JSON nested too deeply"),
     ("BINARY", "as UTF-8 text"),
 ]

@@ -61,10 +61,12 @@ def test_a_search_that_fails_after_ray_started_leaves_the_process_and_results_as
 
     space = write_space(tmp_path / "s.yaml", textwrap.dedent(SMALL))
     results = tmp_path / "results"
+    a_folder = tmp_path / "study.db"
+    a_folder.mkdir()
     before = _state()
     with pytest.raises(NasAttnError, match="--storage .*: cannot open"):
         run_search(space, results_dir=str(results), run_id="r1", quiet=True,
-                   storage=f"sqlite:///{tmp_path}/no/such/folder/study.db")
+                   storage=f"sqlite:///{a_folder}")  # a folder where the database file goes
     after = _state()
     assert {k: v for k, v in after[0].items() if before[0].get(k) != v} == {} and set(before[0]) <= set(after[0])
     assert after[1:] == before[1:]

@@ -165,3 +165,24 @@ def test_a_second_search_on_a_run_folder_in_use_exits_2_at_once(tmp_path):
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
+
+
+def test_a_storage_url_is_recorded_without_its_password_and_a_relative_sqlite_file_made_absolute(monkeypatch, tmp_path):
+    from nas_attn import manifest
+    from nas_attn.storage import hide_password
+
+    monkeypatch.chdir(tmp_path)
+    assert hide_password("postgresql+psycopg2://nas:s3cret@db:5432/runs") == "postgresql+psycopg2://nas@db:5432/runs"
+    assert hide_password("sqlite:///study.db") == f"sqlite:///{tmp_path}/study.db"
+    assert hide_password("/some/journal") == "/some/journal"
+    assert hide_password("postgresql://u:p@h:54x/db") == "postgresql://u:***@h:54x/db"  # not a URL: masked
+    monkeypatch.setattr(manifest, "argv", lambda: ["search.py", "--storage=postgresql://u:pw@h:1/d", "--storage",
+                                                  "postgresql://u:pw@h:1/d"])
+    assert "pw" not in " ".join(manifest._shown_command())
+
+
+def test_a_storage_url_with_a_bad_port_is_one_line():
+    from nas_attn.storage import check_storage_url
+
+    with pytest.raises(NasAttnError, match=r"^--storage postgresql\+psycopg2://u:\*\*\*@h:5432x/db: not a database URL"):
+        check_storage_url("postgresql+psycopg2://u:pw@h:5432x/db")

@@ -20,7 +20,8 @@ Only the package and its first five modules are imported up front; the last two 
 is checked.
 """
 
-from nas_attn.search.driver import WRITE_FAILURES, SearchResult, resume_command, run_attempt, run_search
+from nas_attn.fsutil import WRITE_FAILURES
+from nas_attn.search.driver import SearchResult, resume_command, run_attempt, run_search
 from nas_attn.search.flags import build_parser, main
 from nas_attn.search.folder import check_run_files
 from nas_attn.search.inputs import data_handle, dataset_info, load_search_data

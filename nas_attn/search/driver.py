@@ -16,7 +16,7 @@ import optuna
 
 from nas_attn.checks import check_before_data
 from nas_attn.errors import NasAttnError
-from nas_attn.fsutil import WRITE_FAILURES
+from nas_attn.fsutil import is_disk_full
 from nas_attn.manifest import end_attempt, start_attempt
 from nas_attn.plan import (
     SearchOptions,
@@ -33,7 +33,7 @@ from nas_attn.search.inputs import data_handle, dataset_info, load_search_data
 from nas_attn.search.process import ProcessSettings, process_settings, ray_session
 from nas_attn.space import SearchSpace, load_space
 from nas_attn.space.encoding import make_encoding
-from nas_attn.storage import JournalWriteError, hide_password, open_journal
+from nas_attn.storage import JournalWriteError, absolute_sqlite, hide_password, open_journal
 from nas_attn.study import open_study, prepare_resume, record_interrupted
 from nas_attn.trial import TrialContext
 
@@ -192,7 +192,7 @@ def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Ca
 
 def _stop_on_write_failure(plan: SearchPlan, manifest: Manifest, exc: Exception) -> None:
     """The run folder cannot be written (a full disk): one line, and the command that resumes the run."""
-    if isinstance(exc, OSError) and exc.errno not in WRITE_FAILURES:
+    if isinstance(exc, OSError) and not is_disk_full(exc):
         raise exc
     try:  # on a full disk this may fail too; the journal is what a resume needs, and it is intact
         end_attempt(plan, manifest, "failed", reason=str(exc))
@@ -212,7 +212,7 @@ def resume_command(plan: SearchPlan) -> str:
     options = dataclasses.replace(
         o, space=str(Path(plan.space.path).resolve()), run_id=plan.run.path.name, resume=False,
         results_dir=str(plan.run.path.parent.parent), data_root=_absolute(o.data_root),
-        cache_dir=_absolute(o.cache_dir), storage=_absolute_sqlite(o.storage),
+        cache_dir=_absolute(o.cache_dir), storage=None if o.storage is None else absolute_sqlite(o.storage),
         storage_path=o.storage_path if o.storage_path is None or "://" in o.storage_path else _absolute(o.storage_path))
     return options.command_line(_program())
 
@@ -228,14 +228,6 @@ def _program() -> str:
 
 def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
-
-
-def _absolute_sqlite(url: str | None) -> str | None:
-    """A relative SQLite file (``sqlite:///study.db``) made absolute: the command may be run elsewhere."""
-    prefix = "sqlite:///"
-    if url is None or not url.startswith(prefix) or url.startswith(prefix + "/") or url == prefix + ":memory:":
-        return url
-    return prefix + str(Path(url[len(prefix):]).resolve())
 
 
 def _open_storage(plan: SearchPlan):

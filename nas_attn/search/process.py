@@ -101,20 +101,20 @@ def ray_session(address: str | None) -> Iterator[None]:
     environ, level = dict(os.environ), logging.getLogger("ray").level
     address = address or os.environ.get("RAY_ADDRESS")
     with ExitStack() as stack:
-        if address:
-            probe(address)
-            try:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            except Exception as exc:
-                raise NasAttnError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
-        else:
-            # Ray's processes in a session of their own: a signal to the driver's process group stops the search
-            # cleanly instead of killing Ray under it (nas_attn/localray.py says why).
-            node = stack.enter_context(local_ray_node())
-            ray.init(address=node, log_to_driver=False, logging_level=logging.WARNING)
         try:
+            if address:
+                probe(address)
+                try:
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+                except Exception as exc:
+                    raise NasAttnError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+            else:
+                # Ray's processes in a session of their own: a signal to the driver's process group stops the
+                # search cleanly instead of killing Ray under it (nas_attn/localray.py says why).
+                node = stack.enter_context(local_ray_node())
+                ray.init(address=node, log_to_driver=False, logging_level=logging.WARNING)
             yield
-        finally:
+        finally:  # also after a failed ray.init: a half-made connection would refuse the next one
             ray.shutdown()
             for key in set(os.environ) | set(environ):
                 _set_env(key, environ.get(key))
