@@ -20,6 +20,9 @@ from searchutil import REPO, env, search
 
 EXAMPLE = REPO / "results" / "examples" / "mobilenetv2_ulsam-cpu-budget"
 LIMIT_S = 10
+#: a damaged checkpoint is found when it is read, after torch (and grad-cam) are imported: seconds on a loaded
+#: 2-core machine, so a looser bound for those commands
+READ_LIMIT_S = 30
 HEAD = "backbone: {name: mobilenetv2, width: 0.5, small_input: true}\n"
 
 
@@ -38,7 +41,8 @@ def _fmnist_space(tmp: Path, extra: str = "", dataset: str = "") -> Path:
 TIMES_FILE = os.environ.get("NAS_ATTN_CLI_TIMES")
 
 
-def _assert_refused(r: subprocess.CompletedProcess, elapsed: float, mention: str, results: Path | None) -> None:
+def _assert_refused(r: subprocess.CompletedProcess, elapsed: float, mention: str, results: Path | None,
+                    limit: float = LIMIT_S) -> None:
     if TIMES_FILE:
         case = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].removesuffix(" (call)")
         with open(TIMES_FILE, "a") as f:
@@ -47,7 +51,7 @@ def _assert_refused(r: subprocess.CompletedProcess, elapsed: float, mention: str
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert mention in lines[0], (mention, lines[0])
-    assert elapsed < LIMIT_S, elapsed
+    assert elapsed < limit, elapsed
     if results is not None:
         assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
 
@@ -267,7 +271,7 @@ def test_a_damaged_checkpoint_is_one_line(smoke_run, tmp_path, command, damage):
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "nas_attn", *map(str, args)], capture_output=True, text=True,
                        env=env(), cwd=REPO, timeout=120)
-    _assert_refused(r, time.monotonic() - t0, "checkpoint", None)
+    _assert_refused(r, time.monotonic() - t0, "checkpoint", None, READ_LIMIT_S)
     assert f"trial {trial}" in r.stderr and not (tmp_path / "x.onnx").exists()
 
 
@@ -290,4 +294,4 @@ def test_damaged_heatmap_images_are_one_line(smoke_run, tmp_path):
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "nas_attn", "heatmaps", str(copy), "--quiet"], capture_output=True,
                        text=True, env=env(), cwd=REPO, timeout=120)
-    _assert_refused(r, time.monotonic() - t0, "images.npz", None)
+    _assert_refused(r, time.monotonic() - t0, "images.npz", None, READ_LIMIT_S)
