@@ -85,7 +85,7 @@ def test_json_round_trip(tmp_path):
         ({"backbone": "resnet18", "placements": [{"position": 1, "module": "csm", "args": {"colour": 1}}]},
          r"placement 1 .*unknown option\(s\) colour \(takes reduction, key_reduction, order\)"),
         ({"backbone": "resnet18", "placements": [{"position": 8, "module": "csm", "args": {"order": "sideways"}}]},
-         r"placement 1 \(8:1 csm\): order must be one of channel-first, spatial-first"),
+         r"placement 1 \(8:1 csm\): module 'csm': order must be one of channel-first, spatial-first, got 'sideways'"),
         ({"backbone": "mobilenetv1", "placements": [{"position": 8, "module": "se", "op": "parallel"}]},
          "has no residual branch"),
         ({"backbone": "resnet18", "placements": [{"position": 3, "module": "se", "op": "inside"},
