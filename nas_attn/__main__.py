@@ -1,5 +1,5 @@
 """``python -m nas_attn`` / ``nas-attn``: positions, backbones, complexity, modules, paper tables, search,
-dashboard."""
+train, dashboard."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def _paper_tables(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # search and dashboard own their flags; hand them the rest of the line untouched
-    if argv and argv[0] in ("search", "dashboard"):
+    if argv and argv[0] in ("search", "train", "dashboard"):
         prog = f"nas-attn {argv[0]}"
         # imported under run_cli: a broken install of what they import is one line too, not a traceback
         return run_cli(lambda: _delegate(argv[0], argv[1:], prog), prog)
@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _delegate(command: str, argv: list[str], prog: str) -> int:
-    """``nas-attn search …`` / ``nas-attn dashboard …``: the command's own ``main`` (its own run_cli inside)."""
+    """``nas-attn search|train|dashboard …``: the command's own ``main`` (its own run_cli inside)."""
     if command == "search":
         from nas_attn.search import main as command_main
+    elif command == "train":
+        from nas_attn.search import train_main as command_main
     else:
         from nas_attn.dashboard.cli import main as command_main
     return command_main(argv, prog=prog)
@@ -136,6 +138,7 @@ def build_parser() -> OneLineArgumentParser:
                    help="print the arch JSON of one row (ids as ULSAM-T7-r3, listed by the table)")
     t.set_defaults(fn=_paper_tables)
     sub.add_parser("search", help="run a search (see nas-attn search --help)")
+    sub.add_parser("train", help="train one arch outside a search (see nas-attn train --help)")
     sub.add_parser("dashboard", help="the Pareto dashboard (see nas-attn dashboard --help)")
     _add_take_away_commands(sub)
     return parser

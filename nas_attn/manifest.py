@@ -42,7 +42,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
         "asha": space.asha.model_dump() if space.asha else None,
         "resources": {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                       "concurrency": res.concurrency, "cluster": {"CPU": res.cluster_cpus, "GPU": res.cluster_gpus}},
-        "status": "running",
+        "status": "running", "arch": plan.options.given_arch(),
         "attempts": [*attempts, Attempt(command=_shown_command(), started=now())],
     })
     write_atomic(plan.run.manifest_path, manifest.to_json())

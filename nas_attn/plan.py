@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
 from nas_attn.runfolder import RunFolder
 from nas_attn.samplers import check_sampler_name, create_sampler
@@ -65,6 +66,8 @@ class SearchOptions:
     #: device memory (GB) a trial may hold its images in; more is streamed from the cache (default: half of
     #: the trial's share of the free memory)
     device_data_gb: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] | None = None
+    #: ``nas-attn train``: the arch (JSON text or a .json file) trained ``trials`` times, one seed each
+    arch: str | None = None
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -103,9 +106,15 @@ class SearchOptions:
             return cls(**flags)
         except ValidationError as exc:
             err = exc.errors()[0]
-            flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "flags"
+            name = str(err["loc"][0]) if err["loc"] else ""
+            name = "seeds" if name == "trials" and flags.get("arch") is not None else name  # train's name
+            flag = "--" + name.replace("_", "-") if name else "flags"
             got = err.get("input")
             raise NasAttnError(f"{flag}: {err['msg'].removeprefix('Value error, ')} (got {got!r})") from None
+
+    def given_arch(self) -> str | None:
+        """``arch`` (``nas-attn train``) parsed and written again, so that two spellings of one arch compare equal."""
+        return None if self.arch is None else Arch.from_json(self.arch).to_json()
 
     def run_settings(self) -> RunSettings:
         return RunSettings(trials=self.trials, epochs=self.epochs, seed=self.seed, sampler=self.sampler,
@@ -120,7 +129,8 @@ class SearchOptions:
             v = getattr(self, f.name)
             if f.name == "space" or v is None or v is False or (f.name == "reevaluate_front" and v == 0):
                 continue
-            flag = "--" + f.name.replace("_", "-")
+            name = "seeds" if f.name == "trials" and self.arch is not None else f.name  # train's name for it
+            flag = "--" + name.replace("_", "-")
             out += [flag] if v is True else [flag, shlex.quote(str(v))]
         return " ".join(out)
 

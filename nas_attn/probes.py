@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,8 +55,10 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
         np.savez_compressed(f, **arrays)
 
 
-#: what reading a damaged ``.npz`` raises (a truncated zip, a missing array, bytes that are not one)
-UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+#: what reading a damaged ``.npz`` raises (a truncated zip, a missing array, bytes that are not one, an
+#: "encrypted" or unknown compression flag; tests/test_damaged_files.py flips bytes of a real one)
+UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, RuntimeError,
+              zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)

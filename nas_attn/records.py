@@ -271,6 +271,8 @@ class Manifest(_Persisted):
     resources: dict[str, Any] | None = None
     status: str | None = None  #: the last attempt's
     attempts: list[Attempt] = []
+    #: ``nas-attn train``: the arch every trial trains, as given (``None``: a search)
+    arch: str | None = None
 
     @model_validator(mode="after")
     def _known_objectives(self) -> Manifest:

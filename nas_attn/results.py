@@ -278,6 +278,33 @@ def format_front(front: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_training(trials: pd.DataFrame) -> str:
+    """``nas-attn train``'s table: the arch once, each complete seed's accuracy, then mean ± std over the seeds
+    (sample std; one seed has none)."""
+    done = trials[trials["status"] == TrialStatus.COMPLETE.value].sort_values("trial")
+    if done.empty:
+        return "(no seed completed)"
+    first = done.iloc[0]
+    lines = [f"arch: {first['placements']}; {first['flops'] / 1e6:.2f} MFLOPs, {int(first['params']):,} params",
+             f"{'trial':>5} {'seed':>6} {'val acc':>8} {'test top-1':>10} {'test top-5':>10}"]
+    for r in done.itertuples():
+        lines.append(f"{r.trial:>5} {int(r.seed):>6} {r.val_acc_final:>8.4f} {_figure(r.test_acc):>10} "
+                     f"{_figure(r.test_top5):>10}")
+    if len(done) > 1:
+        cells = [_mean_std(done[c]) for c in ("val_acc_final", "test_acc", "test_top5")]
+        lines.append(f"{'mean ± std':>12} {cells[0]:>8} {cells[1]:>10} {cells[2]:>10}")
+    return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and not np.isnan(value) else "-"
+
+
+def _mean_std(column: pd.Series) -> str:
+    values = pd.to_numeric(column, errors="coerce").dropna()
+    return f"{values.mean():.4f}±{values.std(ddof=1):.4f}" if len(values) > 1 else "-"
+
+
 def mflops_digits(flops: list[float], most: int = 6) -> int:
     """Decimals of MFLOPs enough to tell every two different counts apart (2 at least, ``most`` at most): a
     front point printed with the same figure as another looks dominated by it (issue 25)."""

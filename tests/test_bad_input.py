@@ -6,6 +6,7 @@ import gzip
 import http.server
 import json
 import os
+import random
 import shutil
 import socket
 import stat
@@ -159,10 +160,10 @@ def _data_cases(tmp: Path) -> dict[str, tuple[Path, Path, str]]:
 @pytest.mark.parametrize("case", ["random cifar archive", "garbage fashion-mnist gz", "no fashion-mnist files"])
 def test_bad_data_roots_are_refused_at_once(tmp_path, case):
     space, file, mention = _data_cases(tmp_path)[case]
-    file.write_bytes(os.urandom(4096))
+    file.write_bytes(random.Random(1).randbytes(4096))
     if "fashion-mnist gz" in case:  # the other three files there, so that the damaged one is what is read
         for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-            (file.parent / name).write_bytes(gzip.compress(os.urandom(64)))
+            (file.parent / name).write_bytes(gzip.compress(random.Random(2).randbytes(64)))
     r, elapsed, results = _search(tmp_path, "--space", space, "--data-root", file.parent,
                                   "--cache-dir", tmp_path / "cache")
     _assert_refused(r, elapsed, mention, results)
@@ -176,7 +177,7 @@ def _damage_lock(run: Path) -> None:
 
 
 def _damage_journal(run: Path) -> None:
-    (run / "optuna.journal").write_bytes(os.urandom(8192))
+    (run / "optuna.journal").write_bytes(random.Random(3).randbytes(8192))
 
 
 RESUME_CASES = {
@@ -249,7 +250,7 @@ def _other_arch_weights(run: Path, trial: int, path: Path) -> None:
 
 
 CHECKPOINT_DAMAGES = {
-    "random bytes": lambda run, t, p: p.write_bytes(os.urandom(4096)),
+    "random bytes": lambda run, t, p: p.write_bytes(random.Random(7).randbytes(4096)),
     "truncated": lambda run, t, p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
     "zero bytes": lambda run, t, p: p.write_bytes(b""),
     "another arch's weights": _other_arch_weights,
@@ -290,7 +291,7 @@ def test_export_out_that_cannot_be_written_is_one_line(smoke_run, tmp_path, out)
 def test_damaged_heatmap_images_are_one_line(smoke_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(smoke_run[0], copy)
-    (copy / "heatmaps" / "images.npz").write_bytes(os.urandom(2048))
+    (copy / "heatmaps" / "images.npz").write_bytes(random.Random(4).randbytes(2048))
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "nas_attn", "heatmaps", str(copy), "--quiet"], capture_output=True,
                        text=True, env=env(), cwd=REPO, timeout=120)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from nas_attn.arch import Arch
 from nas_attn.checks import check_before_data
 from nas_attn.errors import NasAttnError
 from nas_attn.fsutil import is_disk_full
@@ -73,6 +74,8 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     options = SearchOptions.from_flags(space=str(space), **flags)
     say = _sayer(options.quiet)
     space_ = load_space(options.space, dataset=options.dataset)
+    if options.arch is not None:  # nas-attn train: one arch, one trial per seed
+        space_ = space_.for_arch(Arch.from_json(options.arch), options.trials or 1)
     check_options_against_space(options, space_)
     check_local_resources(options, space_, *machine_resources())
     run = resolve_run_folder(options.results_dir, space_.name, options.run_id, options.resume)
@@ -211,19 +214,26 @@ def resume_command(plan: SearchPlan) -> str:
     o = plan.options
     options = dataclasses.replace(
         o, space=str(Path(plan.space.path).resolve()), run_id=plan.run.path.name, resume=False,
-        results_dir=str(plan.run.path.parent.parent), data_root=_absolute(o.data_root),
+        results_dir=str(plan.run.path.parent.parent), data_root=_absolute(o.data_root), arch=_absolute_arch(o.arch),
         cache_dir=_absolute(o.cache_dir), storage=None if o.storage is None else absolute_sqlite(o.storage),
         storage_path=o.storage_path if o.storage_path is None or "://" in o.storage_path else _absolute(o.storage_path))
-    return options.command_line(_program())
+    return options.command_line(_program(o.arch is not None))
 
 
-def _program() -> str:
-    """This interpreter and ``search.py`` when that is what runs, else ``-m nas_attn search``."""
+def _program(train: bool) -> str:
+    """This interpreter and ``search.py`` when that is what runs, else ``-m nas_attn search`` (or ``train``)."""
     python = shlex.quote(sys.executable)
+    if train:
+        return f"{python} -m nas_attn train"
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if script is not None and script.name == "search.py" and script.is_file():
         return f"{python} {shlex.quote(str(script.resolve()))}"
     return f"{python} -m nas_attn search"
+
+
+def _absolute_arch(arch: str | None) -> str | None:
+    """``--arch`` as a resume may give it: a file's absolute path, or the JSON text itself."""
+    return arch if arch is None or arch.lstrip().startswith("{") else _absolute(arch)
 
 
 def _absolute(path: str | None) -> str | None:

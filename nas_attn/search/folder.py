@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
 from nas_attn.fsutil import write_atomic
 from nas_attn.plan import SearchOptions, SearchPlan
@@ -68,6 +69,10 @@ def check_run_files(run: RunFolder, space: SearchSpace, options: SearchOptions) 
     (or a changed space file) is one line now, not after Ray started or the trials trained."""
     manifest = run.read_manifest()
     check_resumable(run, manifest, space.path, space.sha256)
+    if run.resuming and manifest.arch != options.given_arch():
+        trains = "is a search" if manifest.arch is None else f"trains {Arch.from_json(manifest.arch).short()}"
+        raise NasAttnError(f"{run.path}: this run {trains}, not the arch given now; start a new run (another "
+                           f"--run-id)")
     if not options.storage:
         check_journal(run.journal)
         if run.resuming:

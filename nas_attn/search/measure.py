@@ -17,8 +17,11 @@ from nas_attn.stopping import StopRequest
 
 def measure_front(plan: SearchPlan, study, context, say: Callable[[str], None], stop: StopRequest) -> None:
     """Test accuracy of the front (and its re-evaluation with more seeds), once the search is over."""
-    front = front_table(trials_table(study, load_front_eval(plan.run.path)))
-    evaluate_front(study, front, plan, context, say, stop)
+    trials = trials_table(study, load_front_eval(plan.run.path))
+    front = front_table(trials)
+    # nas-attn train: every seed's test accuracy, for their mean and spread (one arch: the "front" is one seed)
+    evaluate_front(study, trials[trials["status"] == "complete"] if plan.space.fixed else front, plan, context,
+                   say, stop)
     reevaluate_front(study, front, plan, context, say, stop)
     stop.check("the front is measured; its heatmaps were not made")
     make_front_heatmaps(plan, study, context.data.open(), say)

@@ -66,6 +66,17 @@ class Encoding(ABC):
         return {module_key(pc.index): NONE for pc in self.space.positions}
 
 
+class FixedEncoding(Encoding):
+    """No parameters: every trial is the space's one fixed arch (``nas-attn train``), with its own seed."""
+
+    def ask(self, study: optuna.Study) -> tuple[optuna.Trial, Arch]:
+        return study.ask(), self.arch({})
+
+    def arch(self, params: dict[str, Any]) -> Arch:
+        assert self.space.fixed is not None, "FixedEncoding needs a space made by SearchSpace.for_arch"
+        return self.space.fixed
+
+
 def _takes_groups(pc: PositionChoice) -> bool:
     return any(get_entry(m).takes_groups for m in pc.real_modules)
 
@@ -142,5 +153,8 @@ ENCODINGS: dict[str, type[Encoding]] = {"flat": FlatEncoding, "joint": JointEnco
 
 
 def make_encoding(space: SearchSpace, name: str | None = None) -> Encoding:
-    """The encoding ``name`` (default: the space's ``search.encoding``) of ``space``."""
+    """The encoding ``name`` (default: the space's ``search.encoding``) of ``space``; a space with a fixed arch
+    (``nas-attn train``) has no parameters to encode."""
+    if space.fixed is not None:
+        return FixedEncoding(space)
     return ENCODINGS[name or space.file.search.encoding](space)

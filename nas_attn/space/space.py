@@ -91,6 +91,8 @@ class SearchSpace:
     asha_grace_period: int | None = None
     cpu_budget_applied: bool = False
     warnings: tuple[str, ...] = ()
+    #: the one arch every trial trains (``nas-attn train``); ``None`` in a search
+    fixed: Arch | None = None
 
     # -- what the rest of the program reads ------------------------------------------------------
     @property
@@ -145,6 +147,10 @@ class SearchSpace:
         return Violation(values, reason)
 
     def summary(self) -> str:
+        if self.fixed is not None:
+            return (f"train {self.name}: {self.base.backbone} (width {self.base.width}, input {self.base.input_size}, "
+                    f"small_input {self.base.small_input}) with {self.fixed.short()}; objectives "
+                    f"{', '.join(self.objectives)}; {self.trials} seed(s) x {self.recipe.epochs} epochs")
         idx = [p.index for p in self.positions]
         mods = sorted({m for p in self.positions for m in p.modules})
         return (f"space {self.name}: {self.base.backbone} (width {self.base.width}, input {self.base.input_size}, "
@@ -153,6 +159,29 @@ class SearchSpace:
                 f"{self.recipe.epochs} epochs")
 
     # -- deriving the space a run uses ------------------------------------------------------------
+    def for_arch(self, arch: Arch, seeds: int) -> SearchSpace:
+        """The space of ``nas-attn train``: ``arch`` trained ``seeds`` times with this space's dataset and recipe.
+
+        The arch keeps its backbone, settings and placements; the dataset fixes its input size here (and its
+        classes and channels in :meth:`for_run`). Nothing is chosen: no positions, no vanilla trial, no
+        constraints, no early stopping (every seed runs the whole recipe), and a CPU budget keeps only what it
+        says of the data and the recipe (the arch fixes the network, ``seeds`` the number of runs).
+        """
+        fixed = dataclasses.replace(arch, input_size=self.base.input_size, in_chans=self.base.in_chans)
+        try:
+            fixed.validate()
+        except NasAttnError as exc:
+            raise NasAttnError(f"--arch at this space's input size ({self.base.input_size} px): {exc}") from None
+        budget = self.file.cpu_budget
+        file = self.file.model_copy(update={
+            "search": self.file.search.model_copy(update={"include_vanilla": False, "max_placements": None}),
+            "constraints": self.file.constraints.model_copy(update={"max_flops": None, "max_params": None}),
+            "early_stopping": None,
+            "cpu_budget": None if budget is None else budget.model_copy(update={"trials": None, "width": None}),
+        })
+        return dataclasses.replace(self, name=f"train-{self.name}", file=file, base=fixed, positions=(), trials=seeds,
+                                   sampler="random", asha_grace_period=None, fixed=fixed)
+
     def for_run(self, settings: RunSettings, *, cpu_budget: bool, num_classes: int, in_chans: int) -> SearchSpace:
         """The space as a run uses it: ``settings`` (flags) win over the CPU budget (when ``cpu_budget``
         and the file has one), which wins over the file; the dataset fixes classes and input channels."""
@@ -167,7 +196,7 @@ class SearchSpace:
                                    width=float(_first(budget.get("width"), self.base.width)))
         positions = self.positions if base.width == self.base.width else _compile_positions(self.file, base)[0]
         return dataclasses.replace(
-            self, base=base, positions=positions, recipe=recipe,
+            self, base=base, positions=positions, recipe=recipe, fixed=base if self.fixed is not None else None,
             trials=_first(s.trials, budget.get("trials"), self.trials),
             concurrency=_first(s.concurrency, budget.get("concurrency"), self.concurrency),
             cpus_per_trial=float(_first(s.cpus_per_trial, self.cpus_per_trial)),
