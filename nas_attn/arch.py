@@ -138,6 +138,14 @@ class Arch:
         except RecursionError:
             raise ArchError("arch: JSON nested too deeply") from None
 
+    def network_key(self) -> str:
+        """What makes two archs one network wherever they are trained: backbone, variant, width, stem and
+        placements, as canonical JSON (``1`` and ``1.0`` equal, module options in key order). The input size,
+        channels and classes are left out: the dataset of the run that trains the arch sets them."""
+        d = self.to_dict()
+        d.update(width=float(self.width), num_classes=None, input_size=None, in_chans=None)
+        return json.dumps(d, sort_keys=True)
+
     def short(self) -> str:
         """Compact placement string, e.g. ``14:ulsam/g4/sub, 17:1 ulsam/g4``; ``vanilla`` when empty."""
         return ", ".join(p.short() for p in sorted(self.placements, key=_order)) or "vanilla"

@@ -40,22 +40,38 @@ def save_checkpoint(folder: Path, state_dict: dict[str, torch.Tensor], arch_json
     (folder / ARCH).write_text(arch_json)
 
 
+class DamagedCheckpoint(Exception):
+    """The weights file is there but is not a checkpoint torch can read (random bytes, truncated, empty)."""
+
+
 def load_weights(uri: str, run_dir: Path) -> dict[str, torch.Tensor]:
     """The state dict of the checkpoint recorded as ``uri`` (relative paths are inside ``run_dir``).
 
     Raises:
         FileNotFoundError: nothing readable there (e.g. a worker's local disk seen from the head node).
+        DamagedCheckpoint: the file is there and damaged.
+        Exception: whatever fetching a URI from its storage raised (pyarrow's file systems).
     """
-    import torch
-
     if "://" not in uri:
         path = Path(uri) if Path(uri).is_absolute() else Path(run_dir) / uri
-        return torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        return _unpickle(path / WEIGHTS)
     from ray.tune import Checkpoint
 
     with tempfile.TemporaryDirectory() as local:
         Checkpoint(uri).to_directory(local)
-        return torch.load(Path(local) / WEIGHTS, map_location="cpu", weights_only=True)
+        return _unpickle(Path(local) / WEIGHTS)
+
+
+def _unpickle(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # torch's weights-only unpickler fails on damaged bytes in many ways (KeyError …)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedCheckpoint(first[:200]) from None
 
 
 def load_into(model: torch.nn.Module, uri: str, run_dir: Path, what: str) -> None:
@@ -64,11 +80,10 @@ def load_into(model: torch.nn.Module, uri: str, run_dir: Path, what: str) -> Non
     """
     try:
         state = load_weights(uri, run_dir)
-    except FileNotFoundError as exc:
-        raise NasAttnError(f"{what}: its checkpoint {uri} cannot be read ({exc})") from None
-    except Exception as exc:  # torch's weights-only unpickler fails on damaged bytes in many ways (KeyError …)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NasAttnError(f"{what}: its checkpoint {uri} is damaged ({first[:200]})") from None
+    except DamagedCheckpoint as exc:
+        raise NasAttnError(f"{what}: its checkpoint {uri} is damaged ({exc})") from None
+    except Exception as exc:  # a missing file, or what a storage's file system raises on fetching the URI
+        raise NasAttnError(f"{what}: its checkpoint {uri} cannot be read ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict):
         raise NasAttnError(f"{what}: its checkpoint {uri} holds no state dict ({type(state).__name__})")
     try:

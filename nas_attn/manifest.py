@@ -27,9 +27,11 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
     manifest = plan.run.read_manifest()
     attempts = [a.model_copy(update={"status": KILLED, "counts": study_counts(plan, manifest)}) if a.open else a
                 for a in manifest.attempts]
+    study_name = manifest.study_name or (space.name if manifest.attempts else plan.new_study_name)
     manifest = manifest.model_copy(update={
         "space": space.name, "space_file": str(space.path), "space_sha256": space.sha256, "run_id": plan.run.path.name,
-        "study_name": space.name, "storage": hide_password(storage_url), "objectives": list(space.objectives),
+        "study_name": study_name, "storage": hide_password(storage_url),
+        "objectives": list(space.objectives),
         "directions": list(space.directions), "versions": versions(), "git_commit": git_commit(),
         "tune_storage": plan.options.storage_path or "RUN_DIR/tune",
         "dataset": DatasetRecord(
@@ -42,7 +44,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
         "asha": space.asha.model_dump() if space.asha else None,
         "resources": {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                       "concurrency": res.concurrency, "cluster": {"CPU": res.cluster_cpus, "GPU": res.cluster_gpus}},
-        "status": "running", "arch": plan.options.given_arch(),
+        "status": "running", "arch": manifest.arch or plan.options.given_arch(),  # a resume trains what it started
         "attempts": [*attempts, Attempt(command=_shown_command(), started=now())],
     })
     write_atomic(plan.run.manifest_path, manifest.to_json())

@@ -34,6 +34,10 @@ RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 _Count = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
+#: flags that choose or re-rank archs: meaningless when one arch is given (``nas-attn train``)
+_SEARCH_ONLY = ("sampler", "reevaluate_front")
+
+
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SearchOptions:
     """The search's flags (``search.py --help``), typed and range-checked. ``None``: not given."""
@@ -102,6 +106,10 @@ class SearchOptions:
         for name, value in flags.items():  # '' is never a meaningful path, URL or address
             if isinstance(value, str) and not value.strip():
                 raise NasAttnError(f"--{name.replace('_', '-')}: empty (got {value!r})")
+        chosen = [name for name in _SEARCH_ONLY if flags.get(name)] if flags.get("arch") is not None else []
+        if chosen:
+            raise NasAttnError(f"--{chosen[0].replace('_', '-')}: a search's flag; nas-attn train chooses nothing "
+                               f"(one arch, one trial per seed)")
         try:
             return cls(**flags)
         except ValidationError as exc:
@@ -113,7 +121,7 @@ class SearchOptions:
             raise NasAttnError(f"{flag}: {err['msg'].removeprefix('Value error, ')} (got {got!r})") from None
 
     def given_arch(self) -> str | None:
-        """``arch`` (``nas-attn train``) parsed and written again, so that two spellings of one arch compare equal."""
+        """``arch`` (``nas-attn train``) parsed and written again as compact JSON (``None``: a search)."""
         return None if self.arch is None else Arch.from_json(self.arch).to_json()
 
     def run_settings(self) -> RunSettings:
@@ -234,6 +242,13 @@ class SearchPlan:
         return str(self.run.path / "tune")
 
     @property
+    def new_study_name(self) -> str:
+        """The name of a new run's study: the space's in the run's own journal file; the space's and the run
+        id's in a ``--storage`` database, which other runs share (of this space, or ``nas-attn train`` of other
+        archs). A resumed run keeps the name its manifest recorded."""
+        return f"{self.space.name}/{self.run.path.name}" if self.options.storage else self.space.name
+
+    @property
     def storage_scheme(self) -> str | None:
         """The URI scheme of checkpoints (``None``: a local path)."""
         path = self.options.storage_path
@@ -255,6 +270,7 @@ def make_plan(options: SearchOptions, space: SearchSpace, run: RunFolder, data: 
         run_space = dataclasses.replace(run_space, gpus_per_trial=0.0)
     cpus = run_space.cpus_per_trial
     fit = gpus / run_space.gpus_per_trial if run_space.gpus_per_trial else float(cluster.get("CPU", 1)) / cpus
-    concurrency = run_space.concurrency or max(1, math.floor(fit))
+    # never more at once than there are trials (a `nas-attn train` of one seed runs one)
+    concurrency = min(run_space.concurrency or max(1, math.floor(fit)), run_space.trials)
     resources = Resources(cpus, run_space.gpus_per_trial, concurrency, float(cluster.get("CPU", 0)), gpus)
     return SearchPlan(options, run_space, run, data, resources, space.cpu_budget_note() if cpu_budget else None)

@@ -15,7 +15,10 @@ import math
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nas_attn.arch import Arch
+from nas_attn.errors import NasAttnError
 
 
 class TrialStatus(str, enum.Enum):
@@ -273,6 +276,19 @@ class Manifest(_Persisted):
     attempts: list[Attempt] = []
     #: ``nas-attn train``: the arch every trial trains, as given (``None``: a search)
     arch: str | None = None
+
+    @field_validator("arch")
+    @classmethod
+    def _an_arch(cls, text: str | None) -> str | None:
+        if text is None:
+            return text
+        if not text.lstrip().startswith("{"):  # Arch.from_json would read it as a file's path
+            raise ValueError(f"not an arch's JSON object (got {text[:40]!r})")
+        try:
+            Arch.from_json(text)
+        except NasAttnError as exc:
+            raise ValueError(str(exc).removeprefix("arch: ")) from None
+        return text
 
     @model_validator(mode="after")
     def _known_objectives(self) -> Manifest:

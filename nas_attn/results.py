@@ -286,13 +286,13 @@ def format_training(trials: pd.DataFrame) -> str:
         return "(no seed completed)"
     first = done.iloc[0]
     lines = [f"arch: {first['placements']}; {first['flops'] / 1e6:.2f} MFLOPs, {int(first['params']):,} params",
-             f"{'trial':>5} {'seed':>6} {'val acc':>8} {'test top-1':>10} {'test top-5':>10}"]
-    for r in done.itertuples():
-        lines.append(f"{r.trial:>5} {int(r.seed):>6} {r.val_acc_final:>8.4f} {_figure(r.test_acc):>10} "
-                     f"{_figure(r.test_top5):>10}")
+             f"{'trial':>5} {'seed':>6} {'val acc':>13} {'test top-1':>13} {'test top-5':>13}"]
+    for r in done.itertuples():  # 13 wide: the mean ± std cells below ("0.8123±0.0042")
+        lines.append(f"{r.trial:>5} {int(r.seed):>6} {r.val_acc_final:>13.4f} {_figure(r.test_acc):>13} "
+                     f"{_figure(r.test_top5):>13}")
     if len(done) > 1:
         cells = [_mean_std(done[c]) for c in ("val_acc_final", "test_acc", "test_top5")]
-        lines.append(f"{'mean ± std':>12} {cells[0]:>8} {cells[1]:>10} {cells[2]:>10}")
+        lines.append(f"{'mean ± std':>12} {cells[0]:>13} {cells[1]:>13} {cells[2]:>13}")
     return "\n".join(lines)
 
 

@@ -31,17 +31,18 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     return create_sampler(space.sampler, space.sampler_request(seed))
 
 
-def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage, sampler_seed_offset: int = 0) -> optuna.Study:
-    """Create the run's study or load it (a resume); its metrics are named for optuna-dashboard."""
+def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage, name: str,
+               sampler_seed_offset: int = 0) -> optuna.Study:
+    """Create the run's study ``name`` or load it (a resume); its metrics are named for optuna-dashboard."""
     space = plan.space
     try:
-        study = optuna.create_study(storage=storage, study_name=space.name, directions=space.directions,
+        study = optuna.create_study(storage=storage, study_name=name, directions=space.directions,
                                     load_if_exists=True)
     except ValueError as exc:  # e.g. an existing study with other directions
-        raise NasAttnError(f"study {space.name!r} in {plan.run.path}: {exc}") from None
+        raise NasAttnError(f"study {name!r} in {plan.run.path}: {exc}") from None
     if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else
                                   optuna.study.StudyDirection.MINIMIZE for d in space.directions]:
-        raise NasAttnError(f"study {space.name!r} in {plan.run.path} has other objectives than "
+        raise NasAttnError(f"study {name!r} in {plan.run.path} has other objectives than "
                            f"{', '.join(space.objectives)}: start a new run")
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2; optuna-dashboard reads the names
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

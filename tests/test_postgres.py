@@ -63,6 +63,10 @@ def test_a_running_server_passes_the_check():
         check_storage_url(url)
 
 
+#: a --storage run's study is named after its space and run id: other runs share the database
+STUDY = "smoke/pg"
+
+
 def _completed(study: optuna.Study) -> dict[int, tuple]:
     return {t.number: (tuple(t.values), t.params) for t in study.trials if t.state == TrialState.COMPLETE}
 
@@ -110,7 +114,7 @@ def _kill_after_a_complete_trial(p: subprocess.Popen, storage, timeout=600) -> t
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and p.poll() is None:
         try:
-            done = _completed(optuna.load_study(study_name="smoke", storage=storage))
+            done = _completed(optuna.load_study(study_name=STUDY, storage=storage))
         except KeyError:  # the search has not created the study yet
             done = {}
         if done:
@@ -118,7 +122,7 @@ def _kill_after_a_complete_trial(p: subprocess.Popen, storage, timeout=600) -> t
             os.kill(p.pid, signal.SIGKILL)
             p.wait(timeout=60)
             print(f"ray processes of the killed driver: {len(ray)}; alive right after: {len(_alive(ray))}")
-            return _completed(optuna.load_study(study_name="smoke", storage=storage)), ray
+            return _completed(optuna.load_study(study_name=STUDY, storage=storage)), ray
         time.sleep(0.5)
     raise AssertionError(f"no trial completed (search exited {p.returncode})")
 
@@ -138,7 +142,7 @@ def test_a_search_on_postgres_killed_with_9_resumes_without_losing_a_trial(tmp_p
             r = _search(url, results, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = r.communicate(timeout=600)
             assert r.returncode == 0, (tmp_path / "first.log").read_text()[-2000:] + out[-2000:] + err[-2000:]
-            study = optuna.load_study(study_name="smoke", storage=storage)
+            study = optuna.load_study(study_name=STUDY, storage=storage)
             after = _completed(study)
             assert {n: after.get(n) for n in before} == before  # every trial done before the kill, unchanged
             assert len(after) == 4 and not [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -148,6 +152,7 @@ def test_a_search_on_postgres_killed_with_9_resumes_without_losing_a_trial(tmp_p
             assert len(trials) == 4 and trials["trial"].is_unique and (trials["status"] == "complete").all()
             manifest = json.loads((results / "smoke" / "pg" / "manifest.json").read_text())
             assert len(manifest["attempts"]) == 2 and manifest["status"] == "finished"
+            assert manifest["study_name"] == STUDY
         finally:
             left = _alive(ray)
             print(f"Ray processes of the killed driver still running after the resume: {len(left)} "

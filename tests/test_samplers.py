@@ -75,7 +75,7 @@ def test_a_user_factory_by_import_path_makes_the_study_sampler(tmp_path, user_mo
     assert [(r.seed, dict(r.options), r.trials) for r in user_module.REQUESTS] == [(7, {"pick": 1}, 5)]
     plan = make_plan(options, space, RunFolder(tmp_path / "run", False), DatasetInfo("fashion_mnist", "x", 10, 1),
                      {"CPU": 2.0})
-    study = open_study(plan, optuna.storages.InMemoryStorage())
+    study = open_study(plan, optuna.storages.InMemoryStorage(), plan.new_study_name)
     assert isinstance(study.sampler, user_module.Pick) and study.sampler.pick == 1
     assert len(user_module.REQUESTS) == 2 and user_module.REQUESTS[1].seed == 7  # seed + trials so far (none)
     encoding = make_encoding(plan.space)
@@ -88,7 +88,7 @@ def test_a_user_factory_by_import_path_makes_the_study_sampler(tmp_path, user_mo
     assert archs == ["14:1 ulsam/g2, 17:1 ulsam/g2"] * 3
     assert len(user_module.SAMPLED) == 3 * 2 and len(study.trials) == 3
     # a resume moves the seed on by the trials the study already has
-    open_study(plan, study._storage)
+    open_study(plan, study._storage, plan.new_study_name)
     assert user_module.REQUESTS[-1].seed == 7 + 3
 
 

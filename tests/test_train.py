@@ -61,6 +61,22 @@ def test_an_arch_that_does_not_fit_the_spaces_input_size_is_refused(tmp_path):
         at224.for_arch(arch, 1)
 
 
+def test_every_paper_row_with_an_arch_is_trainable_at_32_px():
+    """What `nas-attn paper-tables --arch ROW_ID` prints is what --arch takes: every row whose target is an arch
+    (the papers' ImageNet rows included, their input size replaced by the space's) fits a 32 px space; the
+    ImageNet rows keep their stem, with a warning."""
+    from nas_attn.papers.figures import FIGURES
+
+    rows = [f for f in FIGURES if isinstance(f.target, Arch)]
+    space = load_space("lgam_cifar")
+    trained = [space.for_arch(Arch.from_json(json.dumps(f.target.to_dict())), 1) for f in rows]
+    assert len(rows) == len(trained) == 125 and all(t.fixed.input_size == 32 for t in trained)
+    # the ImageNet rows keep the ImageNet stem they name, and each is warned of at start-up
+    imagenet = [t for f, t in zip(rows, trained, strict=True) if not f.target.small_input]
+    assert len(imagenet) == 91 and all(not t.fixed.small_input and len(t.warnings) == 1 for t in imagenet)
+    assert {t.fixed.backbone for t in trained} >= {"mobilenetv1", "mobilenetv2", "resnet18", "resnet50"}
+
+
 def test_the_resume_command_of_a_training_run_is_a_train_command():
     options = SearchOptions.from_flags(space="smoke", arch="/tmp/a.json", trials=3)
     line = options.command_line("python -m nas_attn train")
@@ -69,6 +85,74 @@ def test_the_resume_command_of_a_training_run_is_a_train_command():
         SearchOptions.from_flags(space="smoke", arch="{}", trials=0)
     assert SearchOptions.from_flags(space="smoke", arch=json.dumps(ULSAM_AT_17)).given_arch() == \
         Arch.from_dict(ULSAM_AT_17).to_json()
+
+
+def test_the_printed_resume_command_parses_back_to_the_same_training(tmp_path, monkeypatch):
+    """What an interrupted `nas-attn train` prints is a command the train parser takes, with every path absolute."""
+    import shlex
+
+    from nas_attn.plan import DatasetInfo, check_options_against_space, make_plan
+    from nas_attn.runfolder import RunFolder
+    from nas_attn.search import build_train_parser, resume_command
+
+    monkeypatch.chdir(tmp_path)  # relative paths as a user gives them, made absolute in the command
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(json.dumps(ULSAM_AT_17))
+    (tmp_path / "data").mkdir()
+    options = SearchOptions.from_flags(space="smoke", arch="arch.json", trials=3, epochs=2, seed=5,
+                                       data_root="data", results_dir="results")
+    space = load_space("smoke").for_arch(Arch.from_json(options.arch), options.trials)
+    check_options_against_space(options, space)
+    run = RunFolder(tmp_path / "results" / space.name / "r1", False)
+    plan = make_plan(options, space, run, DatasetInfo("fashion_mnist", "x", 10, 1), {"CPU": 2.0})
+    argv = shlex.split(resume_command(plan))
+    assert argv[0] == sys.executable and argv[1:4] == ["-m", "nas_attn", "train"]
+    parsed = vars(build_train_parser().parse_args(argv[4:]))
+    assert parsed["arch"] == str(arch_file) and parsed["trials"] == 3 and parsed["epochs"] == 2
+    assert parsed["seed"] == 5 and parsed["run_id"] == "r1" and parsed["results_dir"] == str(tmp_path / "results")
+    assert parsed["space"] == str(load_space("smoke").path.resolve()) and parsed["data_root"] == str(tmp_path / "data")
+
+
+def test_one_network_is_one_key_however_it_is_spelled():
+    """A resume compares the network, not the text: width 1 and 1.0, module options in any order, and the input
+    size, channels and classes that the run's dataset sets anyway, are the same arch."""
+    a = Arch.from_dict({"backbone": "mobilenetv2", "width": 1, "placements": [
+        {"position": 3, "module": "ulsam", "groups": 2, "args": {"a": 1, "b": 2}}]})
+    b = Arch.from_dict({"backbone": "mobilenetv2", "width": 1.0, "input_size": 32, "num_classes": 10, "in_chans": 1,
+                        "placements": [{"position": 3, "module": "ulsam", "groups": 2, "args": {"b": 2, "a": 1}}]})
+    assert a.network_key() == b.network_key()
+    for other in ({"width": 0.5}, {"small_input": True}, {"variant": "v1"}, {"placements": []}):
+        assert Arch.from_dict({**a.to_dict(), **other}).network_key() != a.network_key(), other
+
+
+def test_an_imagenet_arch_at_a_small_spaces_size_is_trained_as_given_with_a_warning():
+    space = load_space("smoke")
+    assert space.base.small_input
+    at_224 = space.for_arch(Arch.from_dict({**ULSAM_AT_17, "small_input": False}), 1)
+    assert at_224.fixed.small_input is False  # the arch's stem, not the space's
+    assert len(at_224.warnings) == 1 and at_224.warnings[0].startswith(
+        "--arch names the ImageNet stem (small_input false); this space trains the small-input stem at 32 px")
+    assert space.for_arch(Arch.from_dict(ULSAM_AT_17), 1).warnings == ()
+
+
+def test_a_manifest_whose_arch_is_not_an_arch_is_one_line(tmp_path):
+    from nas_attn.runfolder import read_manifest
+
+    path = tmp_path / "manifest.json"
+    for bad, says in (("[1]", "not an arch's JSON object"), ("{}", "missing key 'backbone'"),
+                      ("arch.json", "not an arch's JSON object"), ('{"backbone": 1', "not valid JSON")):
+        path.write_text(json.dumps({"space": "s", "arch": bad}))
+        with pytest.raises(NasAttnError, match=rf"^{re.escape(str(path))}: arch: .*{says}"):
+            read_manifest(path)
+    path.write_text(json.dumps({"space": "s", "arch": json.dumps(ULSAM_AT_17)}))
+    assert Arch.from_json(read_manifest(path).arch) == Arch.from_dict(ULSAM_AT_17)
+
+
+def test_a_searchs_flags_are_refused_with_an_arch():
+    for flags, flag in (({"sampler": "tpe"}, "--sampler"), ({"reevaluate_front": 2}, "--reevaluate-front")):
+        with pytest.raises(NasAttnError, match=rf"^{flag}: a search's flag; nas-attn train chooses nothing"):
+            SearchOptions.from_flags(space="smoke", arch=json.dumps(ULSAM_AT_17), **flags)
+    assert SearchOptions.from_flags(space="smoke", sampler="tpe", reevaluate_front=2).sampler == "tpe"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -93,7 +177,8 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, args, m
 # -- end to end: real Ray, real training on Fashion-MNIST -------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One seed, then the run resumed with two: the second seed trains, the first is kept."""
+    """One seed, then the run resumed with two: the second seed trains, the first is kept; then resumed again
+    with no --seeds: the two it has are all it trains."""
     root = tmp_path_factory.mktemp("train")
     space = write_space(root / "tiny.yaml", TINY_SPACE)
     arch_file = root / "arch.json"
@@ -101,12 +186,15 @@ def trained(tmp_path_factory):
     first = train("--arch", arch_file, "--space", space, "--results-dir", root / "results", "--run-id", "r")
     second = train("--arch", arch_file, "--space", space, "--results-dir", root / "results", "--run-id", "r",
                    "--seeds", 2)
-    return only_run(root / "results", "train-tiny"), first, second, root
+    # the same network spelled otherwise (its ImageNet size and classes, keys reordered), no --seeds: nothing to run
+    respelled = json.dumps({"width": 0.35, "input_size": 224, "num_classes": 1000, **ULSAM_AT_17})
+    third = train("--arch", respelled, "--space", space, "--results-dir", root / "results", "--run-id", "r")
+    return only_run(root / "results", "train-tiny"), first, second, root, third
 
 
 @pytest.mark.slow
 def test_train_writes_a_run_folder_with_each_seeds_test_accuracy(trained):
-    run, first, second, _ = trained
+    run, first, second, _, _ = trained
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "train train-tiny: mobilenetv2 (width 0.35, input 32, small_input True) with 17:1 ulsam/g2" in first.stdout
     assert "1 seed(s) x 1 epochs" in first.stdout and "resume: 1 trial(s) already finished, 1 to go" in second.stdout
@@ -118,13 +206,16 @@ def test_train_writes_a_run_folder_with_each_seeds_test_accuracy(trained):
     assert (run / "history.parquet").is_file() and (run / "heatmaps").is_dir()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and Arch.from_json(manifest["arch"]) == Arch.from_dict(ULSAM_AT_17)
-    assert len(manifest["attempts"]) == 2 and all(a["command"][1] == "train" for a in manifest["attempts"])
+    assert len(manifest["attempts"]) == 3 and all(a["command"][1] == "train" for a in manifest["attempts"])
     # the table: each seed, then the mean ± std of the two, computed from the trials table
     for r in trials.itertuples():  # one line per seed: trial, seed, val, test top-1, test top-5
-        line = f"{r.trial:>5} {r.seed:>6} {r.val_acc_final:>8.4f} {r.test_acc:>10.4f} {r.test_top5:>10.4f}"
+        line = f"{r.trial:>5} {r.seed:>6} {r.val_acc_final:>13.4f} {r.test_acc:>13.4f} {r.test_top5:>13.4f}"
         assert line in second.stdout.splitlines(), (line, second.stdout)
     mean, std = np.mean(trials["test_acc"]), np.std(trials["test_acc"], ddof=1)
-    assert f"{mean:.4f}±{std:.4f}" in second.stdout, second.stdout
+    lines = second.stdout.splitlines()
+    header = next(line for line in lines if line.split()[:2] == ["trial", "seed"])
+    row = next(line for line in lines if line.startswith("  mean ± std"))
+    assert f"{mean:.4f}±{std:.4f}" in row and len(row) == len(header), (header, row)  # the columns line up
     assert load_study(run, "train-tiny").metric_names == ["val_acc", "flops"]
 
 
@@ -132,7 +223,7 @@ def test_train_writes_a_run_folder_with_each_seeds_test_accuracy(trained):
 def test_a_trained_run_is_read_by_load_trial_export_and_the_dashboard(trained):
     from nas_attn import load_trial
 
-    run, _, _, root = trained
+    run, _, _, root, _ = trained
     model = load_trial(run, 1)
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
     out = run / "seed1.onnx"
@@ -146,8 +237,17 @@ def test_a_trained_run_is_read_by_load_trial_export_and_the_dashboard(trained):
 
 
 @pytest.mark.slow
+def test_a_resume_keeps_its_seeds_and_knows_its_arch_however_spelled(trained):
+    run, _, _, _, third = trained
+    assert third.returncode == 0, third.stderr
+    assert "resume: 2 trial(s) already finished, 0 to go" in third.stdout, third.stdout
+    assert len(pd.read_parquet(run / "trials.parquet")) == 2
+    assert json.loads((run / "manifest.json").read_text())["budget"]["trials"] == 2
+
+
+@pytest.mark.slow
 def test_resuming_with_another_arch_is_refused_before_ray(trained):
-    run, _, _, root = trained
+    run, _, _, root, _ = trained
     other = json.dumps({**ULSAM_AT_17, "placements": [{"position": 17, "module": "ulsam", "groups": 4}]})
     r = train("--arch", other, "--space", root / "tiny.yaml", "--results-dir", root / "results", "--run-id", "r",
               timeout=60)

@@ -3,12 +3,11 @@ signal, stopped by a full disk or an error), each recorded in the run folder's m
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +78,8 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     check_options_against_space(options, space_)
     check_local_resources(options, space_, *machine_resources())
     run = resolve_run_folder(options.results_dir, space_.name, options.run_id, options.resume)
+    if options.arch is not None and options.trials is None and run.resuming:
+        space_ = replace(space_, trials=_seeds_recorded(run))  # a resume trains the seeds it started
     # the run folder is locked before anything else: a second search on it stops here, before data or Ray
     with claimed(run), process_settings() as settings:
         check_run_files(run, space_, options)
@@ -100,6 +101,12 @@ def _run_claimed(options: SearchOptions, space: SearchSpace, run: RunFolder, set
             stop.install()  # after ray.init, which installs its own SIGTERM handler
             plan = make_plan(options, space, run, dataset_info(dataset), ray.cluster_resources())
             return run_attempt(plan, data_handle(dataset, plan.space, options), say, stop, settings)
+
+
+def _seeds_recorded(run: RunFolder) -> int:
+    """The seeds a ``nas-attn train`` run was started with (1 where its manifest does not say)."""
+    trials = (run.read_manifest().budget or {}).get("trials")
+    return trials if isinstance(trials, int) and trials > 0 else 1
 
 
 def _sayer(quiet: bool) -> Callable[[str], None]:
@@ -138,7 +145,7 @@ def _attempt(plan: SearchPlan, storage, manifest: Manifest, data: DataHandle, sa
     from nas_attn.stopping import SearchInterrupted
 
     space, res = plan.space, plan.resources
-    study = open_study(plan, storage)
+    study = open_study(plan, storage, manifest.study_name or space.name)
     context = TrialContext(space.recipe, data, space.imports, res.threads, res.gpus_per_trial,
                            measure_latency="latency_ms" in space.objectives)
     t0 = time.time()
@@ -212,7 +219,7 @@ def resume_command(plan: SearchPlan) -> str:
     running now (a bare ``python`` may lack nas-attn), the same flags, every path absolute, the run folder
     named."""
     o = plan.options
-    options = dataclasses.replace(
+    options = replace(
         o, space=str(Path(plan.space.path).resolve()), run_id=plan.run.path.name, resume=False,
         results_dir=str(plan.run.path.parent.parent), data_root=_absolute(o.data_root), arch=_absolute_arch(o.arch),
         cache_dir=_absolute(o.cache_dir), storage=None if o.storage is None else absolute_sqlite(o.storage),

@@ -69,15 +69,24 @@ def check_run_files(run: RunFolder, space: SearchSpace, options: SearchOptions) 
     (or a changed space file) is one line now, not after Ray started or the trials trained."""
     manifest = run.read_manifest()
     check_resumable(run, manifest, space.path, space.sha256)
-    if run.resuming and manifest.arch != options.given_arch():
-        trains = "is a search" if manifest.arch is None else f"trains {Arch.from_json(manifest.arch).short()}"
-        raise NasAttnError(f"{run.path}: this run {trains}, not the arch given now; start a new run (another "
-                           f"--run-id)")
+    if run.resuming:
+        _check_same_arch(run, manifest.arch, options.arch)
     if not options.storage:
         check_journal(run.journal)
         if run.resuming:
             check_study_present(run.path, run.journal, manifest)
     load_front_eval(run.path)
+
+
+def _check_same_arch(run: RunFolder, recorded: str | None, given: str | None) -> None:
+    """A resumed run trains what it started with: the same network (:meth:`Arch.network_key`), or a search."""
+    def key(text: str | None) -> str | None:
+        return None if text is None else Arch.from_json(text).network_key()
+
+    if key(recorded) != key(given):
+        trains = "is a search" if recorded is None else f"trains {Arch.from_json(recorded).short()}"
+        raise NasAttnError(f"{run.path}: this run {trains}, not the arch given now; start a new run (another "
+                           f"--run-id)")
 
 
 def prepare_run_folder(plan: SearchPlan, settings: ProcessSettings, say: Callable[[str], None]) -> None:

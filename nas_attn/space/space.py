@@ -170,8 +170,9 @@ class SearchSpace:
         fixed = dataclasses.replace(arch, input_size=self.base.input_size, in_chans=self.base.in_chans)
         try:
             fixed.validate()
-        except NasAttnError as exc:
-            raise NasAttnError(f"--arch at this space's input size ({self.base.input_size} px): {exc}") from None
+        except NasAttnError as exc:  # a placement may fail for the size (a map too small, or too large for it)
+            at = f" at this space's input size ({self.base.input_size} px)" if str(exc).startswith("placement") else ""
+            raise NasAttnError(f"--arch{at}: {exc}") from None
         budget = self.file.cpu_budget
         file = self.file.model_copy(update={
             "search": self.file.search.model_copy(update={"include_vanilla": False, "max_placements": None}),
@@ -180,7 +181,19 @@ class SearchSpace:
             "cpu_budget": None if budget is None else budget.model_copy(update={"trials": None, "width": None}),
         })
         return dataclasses.replace(self, name=f"train-{self.name}", file=file, base=fixed, positions=(), trials=seeds,
-                                   sampler="random", asha_grace_period=None, fixed=fixed)
+                                   sampler="random", asha_grace_period=None, fixed=fixed,
+                                   warnings=self._stem_warning(fixed))
+
+    def _stem_warning(self, arch: Arch) -> tuple[str, ...]:
+        """The arch is trained with the stem it names; a paper's ImageNet arch at a small space's size keeps its
+        early downsampling (a 32 px input is 1 px before the last stage), which is worth a line at start-up."""
+        if arch.small_input == self.base.small_input:
+            return ()
+        theirs, ours = ("the ImageNet stem", "small-input") if self.base.small_input else ("the small-input stem",
+                                                                                           "ImageNet")
+        return (f"--arch names {theirs} (small_input {str(arch.small_input).lower()}); this space trains the "
+                f"{ours} stem at {self.base.input_size} px: the arch is trained as given; set \"small_input\": "
+                f"{str(self.base.small_input).lower()} in it to train it as this space's searches do",)
 
     def for_run(self, settings: RunSettings, *, cpu_budget: bool, num_classes: int, in_chans: int) -> SearchSpace:
         """The space as a run uses it: ``settings`` (flags) win over the CPU budget (when ``cpu_budget``
@@ -213,8 +226,10 @@ class SearchSpace:
         if self.file.cpu_budget is None:
             return None
         given = ", ".join(f"{k} {v}" for k, v in self.file.cpu_budget.given().items())
-        return (f"no GPU: using the space's cpu_budget ({given}) instead of {self.file.budget.trials} trials x "
-                f"{self.file.train.epochs} epochs at width {self.file.backbone.width}; --full-budget runs the full one")
+        file = self.file
+        full = (f"{file.train.epochs} epochs on the space's data" if self.fixed is not None else
+                f"{file.budget.trials} trials x {file.train.epochs} epochs at width {file.backbone.width}")
+        return f"no GPU: using the space's cpu_budget ({given}) instead of {full}; --full-budget runs the full one"
 
 
 def _first(*values):
