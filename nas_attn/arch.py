@@ -139,11 +139,19 @@ class Arch:
             raise ArchError("arch: JSON nested too deeply") from None
 
     def network_key(self) -> str:
-        """What makes two archs one network wherever they are trained: backbone, variant, width, stem and
-        placements, as canonical JSON (``1`` and ``1.0`` equal, module options in key order). The input size,
-        channels and classes are left out: the dataset of the run that trains the arch sets them."""
-        d = self.to_dict()
-        d.update(width=float(self.width), num_classes=None, input_size=None, in_chans=None)
+        """What makes two archs one network wherever they are trained, as canonical JSON: backbone, variant
+        (``None`` resolved to the family's default), width (``1`` and ``1.0`` equal), stem, and placements in
+        the order they are built, groups resolved (left out = the module's default) and options in key order.
+        The input size, channels and classes are left out: the dataset of the run that trains it sets them."""
+        by_index = {p.index: p for p in self.positions()}
+        placements = []
+        for _, pl in order_for_build(self):
+            d = pl.to_dict()
+            pos = by_index.get(pl.position)
+            d["groups"] = resolve_groups(pl.module, pos.out_channels, pl.groups) if pos is not None else pl.groups
+            placements.append(d)
+        d = {"backbone": self.backbone, "variant": self.resolved_variant(), "width": float(self.width),
+             "small_input": self.small_input, "placements": placements}
         return json.dumps(d, sort_keys=True)
 
     def short(self) -> str:

@@ -184,6 +184,14 @@ def check_resume_flags(options: SearchOptions, run: RunFolder, manifest: Manifes
     if options.full_budget and applied:
         raise NasAttnError(f"--full-budget: run {run.path.name} started with the space's cpu_budget; a resume "
                            f"keeps it (start a new run for the full budget)")
+    epochs = (manifest.budget or {}).get("epochs")
+    if options.epochs is not None and epochs is not None and options.epochs != epochs:
+        raise NasAttnError(f"--epochs {options.epochs}: run {run.path.name} trains {epochs} epochs a trial; a "
+                           f"resume keeps them (start a new run for another number)")
+    seed = manifest.dataset.seed if manifest.dataset else None
+    if options.seed is not None and seed is not None and options.seed != seed:
+        raise NasAttnError(f"--seed {options.seed}: run {run.path.name} started with seed {seed} (its split and "
+                           f"its trials' seeds); a resume keeps it")
 
 
 # -- constraints ----------------------------------------------------------------------------------------

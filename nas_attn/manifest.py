@@ -45,6 +45,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
         "resources": {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial,
                       "concurrency": res.concurrency, "cluster": {"CPU": res.cluster_cpus, "GPU": res.cluster_gpus}},
         "status": "running", "arch": manifest.arch or plan.options.given_arch(),  # a resume trains what it started
+        "recipe_changes": plan.options.recipe_changes() or None,
         "attempts": [*attempts, Attempt(command=_shown_command(), started=now())],
     })
     write_atomic(plan.run.manifest_path, manifest.to_json())

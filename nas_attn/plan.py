@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
+import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from nas_attn.arch import Arch
+from nas_attn.arch import MAX_INPUT_SIZE, Arch
 from nas_attn.errors import NasAttnError
+from nas_attn.recipe import Recipe
 from nas_attn.runfolder import RunFolder
 from nas_attn.samplers import check_sampler_name, create_sampler
 from nas_attn.space import RunSettings, SearchSpace
@@ -36,6 +39,10 @@ _Count = Annotated[int, Field(ge=1, le=1_000_000)]
 
 #: flags that choose or re-rank archs: meaningless when one arch is given (``nas-attn train``)
 _SEARCH_ONLY = ("sampler", "reevaluate_front")
+#: flags of ``nas-attn train`` only: a search's positions are numbered at its space's input size and recipe
+_TRAIN_ONLY = ("input_size", "recipe")
+#: recipe keys that ``--recipe`` leaves to their own flags
+_RECIPE_FLAGS = {"epochs": "--epochs", "seed": "--seed", "compile": "--compile"}
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -72,6 +79,10 @@ class SearchOptions:
     device_data_gb: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] | None = None
     #: ``nas-attn train``: the arch (JSON text or a .json file) trained ``trials`` times, one seed each
     arch: str | None = None
+    #: ``nas-attn train``: the input side in pixels (default: the space's)
+    input_size: Annotated[int, Field(ge=8, le=MAX_INPUT_SIZE)] | None = None
+    #: ``nas-attn train``: recipe settings over the space's, each ``KEY=VALUE`` (a YAML value)
+    recipe: tuple[str, ...] = ()
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -84,6 +95,24 @@ class SearchOptions:
     @classmethod
     def _sampler_name(cls, v: str | None) -> str | None:
         return v if v is None else check_sampler_name(v)
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_settings(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = [f.name for f in dataclasses.fields(Recipe) if f.name not in _RECIPE_FLAGS]
+        for item in v:
+            key, equals, value = item.partition("=")
+            if not equals or not key.strip() or not value.strip():
+                raise ValueError(f"expected KEY=VALUE, got {item!r}")
+            if key.strip() in _RECIPE_FLAGS:
+                raise ValueError(f"{key.strip()}: give it with {_RECIPE_FLAGS[key.strip()]}")
+            if key.strip() not in known:
+                raise ValueError(f"unknown recipe key {key.strip()!r} (one of {', '.join(known)})")
+            try:
+                _recipe_value(value)
+            except (yaml.YAMLError, RecursionError):
+                raise ValueError(f"{key.strip()}: not a YAML value: {value[:40]!r}") from None
+        return v
 
     @field_validator("storage")
     @classmethod
@@ -106,10 +135,14 @@ class SearchOptions:
         for name, value in flags.items():  # '' is never a meaningful path, URL or address
             if isinstance(value, str) and not value.strip():
                 raise NasAttnError(f"--{name.replace('_', '-')}: empty (got {value!r})")
-        chosen = [name for name in _SEARCH_ONLY if flags.get(name)] if flags.get("arch") is not None else []
-        if chosen:
+        training = flags.get("arch") is not None
+        chosen = [name for name in (_SEARCH_ONLY if training else _TRAIN_ONLY) if flags.get(name)]
+        if chosen and training:
             raise NasAttnError(f"--{chosen[0].replace('_', '-')}: a search's flag; nas-attn train chooses nothing "
                                f"(one arch, one trial per seed)")
+        if chosen:
+            raise NasAttnError(f"--{chosen[0].replace('_', '-')}: only with nas-attn train (a search numbers its "
+                               f"positions at its space's input size, and trains with its recipe)")
         try:
             return cls(**flags)
         except ValidationError as exc:
@@ -117,17 +150,30 @@ class SearchOptions:
             name = str(err["loc"][0]) if err["loc"] else ""
             name = "seeds" if name == "trials" and flags.get("arch") is not None else name  # train's name
             flag = "--" + name.replace("_", "-") if name else "flags"
-            got = err.get("input")
-            raise NasAttnError(f"{flag}: {err['msg'].removeprefix('Value error, ')} (got {got!r})") from None
+            got = "" if name == "recipe" else f" (got {err.get('input')!r})"  # the message names the item
+            raise NasAttnError(f"{flag}: {err['msg'].removeprefix('Value error, ')}{got}") from None
 
     def given_arch(self) -> str | None:
         """``arch`` (``nas-attn train``) parsed and written again as compact JSON (``None``: a search)."""
         return None if self.arch is None else Arch.from_json(self.arch).to_json()
 
+    def recipe_changes(self) -> dict[str, Any]:
+        """``recipe`` as keyword arguments of :meth:`Recipe.replace` (values read as YAML; lists as tuples)."""
+        changes = {}
+        for item in self.recipe:
+            key, _, value = item.partition("=")
+            changes[key.strip()] = _recipe_value(value)
+        return changes
+
+    def budget_flags(self) -> set[str]:
+        """The CPU budget's keys that flags set instead (``--trials``, ``--epochs``, ``--recipe lr=…``)."""
+        given = {"trials": self.trials, "epochs": self.epochs, "concurrency": self.concurrency}
+        return {k for k, v in given.items() if v is not None} | set(self.recipe_changes())
+
     def run_settings(self) -> RunSettings:
         return RunSettings(trials=self.trials, epochs=self.epochs, seed=self.seed, sampler=self.sampler,
                            concurrency=self.concurrency, cpus_per_trial=self.cpus_per_trial,
-                           gpus_per_trial=self.gpus_per_trial, compile=self.compile)
+                           gpus_per_trial=self.gpus_per_trial, compile=self.compile, recipe=self.recipe_changes())
 
     def command_line(self, prog: str = "search.py") -> str:
         """A command line that gives these options (for "resume with …" messages); ``prog`` is put first as
@@ -139,8 +185,20 @@ class SearchOptions:
                 continue
             name = "seeds" if f.name == "trials" and self.arch is not None else f.name  # train's name for it
             flag = "--" + name.replace("_", "-")
-            out += [flag] if v is True else [flag, shlex.quote(str(v))]
+            if isinstance(v, tuple):  # a repeated flag
+                out += [part for item in v for part in (flag, shlex.quote(item))]
+            else:
+                out += [flag] if v is True else [flag, shlex.quote(str(v))]
         return " ".join(out)
+
+
+def _recipe_value(text: str) -> Any:
+    """A ``--recipe`` value as a space file would give it (YAML), lists as tuples; ``1e-3`` is a number here,
+    though YAML 1.1 reads an exponent without a dot as a string."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def check_options_against_space(options: SearchOptions, space: SearchSpace) -> None:
@@ -256,14 +314,17 @@ class SearchPlan:
 
 
 def make_plan(options: SearchOptions, space: SearchSpace, run: RunFolder, data: DatasetInfo,
-              cluster: dict[str, float]) -> SearchPlan:
+              cluster: dict[str, float], cpu_budget: bool | None = None) -> SearchPlan:
     """The plan of a search on ``cluster`` (Ray's ``cluster_resources()``).
 
-    Without a GPU the space's CPU budget applies unless ``--full-budget``; flags win over both.
+    Without a GPU the space's CPU budget applies unless ``--full-budget``; flags win over both. ``cpu_budget``
+    decides instead (a resume keeps the budget its run started with, on whatever machine it resumes).
     """
     gpus = float(cluster.get("GPU", 0))
     check_local_resources(options, space, float(cluster.get("CPU", 0)), gpus)
-    cpu_budget = gpus == 0 and not options.full_budget and space.file.cpu_budget is not None
+    has_budget = space.file.cpu_budget is not None
+    why = "no GPU" if cpu_budget is None else "resumed as the run started"
+    cpu_budget = has_budget and (gpus == 0 and not options.full_budget if cpu_budget is None else cpu_budget)
     run_space = space.for_run(options.run_settings(), cpu_budget=cpu_budget, num_classes=data.num_classes,
                               in_chans=data.in_chans)
     if gpus == 0:
@@ -273,4 +334,5 @@ def make_plan(options: SearchOptions, space: SearchSpace, run: RunFolder, data: 
     # never more at once than there are trials (a `nas-attn train` of one seed runs one)
     concurrency = min(run_space.concurrency or max(1, math.floor(fit)), run_space.trials)
     resources = Resources(cpus, run_space.gpus_per_trial, concurrency, float(cluster.get("CPU", 0)), gpus)
-    return SearchPlan(options, run_space, run, data, resources, space.cpu_budget_note() if cpu_budget else None)
+    note = space.cpu_budget_note(options.budget_flags(), why) if cpu_budget else None
+    return SearchPlan(options, run_space, run, data, resources, note)

@@ -276,6 +276,8 @@ class Manifest(_Persisted):
     attempts: list[Attempt] = []
     #: ``nas-attn train``: the arch every trial trains, as given (``None``: a search)
     arch: str | None = None
+    #: ``nas-attn train``: the ``--recipe`` settings it started with (a resume must give the same)
+    recipe_changes: dict[str, Any] | None = None
 
     @field_validator("arch")
     @classmethod

@@ -51,3 +51,33 @@ def test_per_trial_cpus_beyond_a_local_ray_are_refused(tmp_path, monkeypatch):
     with pytest.raises(NasAttnError, match="--cpus-per-trial 4: more CPUs per trial than this machine has"):
         _plan(tmp_path, {"CPU": 2.0}, cpus_per_trial=4)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("cluster,recorded,applied", [({"CPU": 2.0}, False, False), ({"CPU": 16.0, "GPU": 1.0}, True, True)])
+def test_a_resume_keeps_the_budget_its_run_started_with_on_any_machine(tmp_path, cluster, recorded, applied):
+    options = SearchOptions.from_flags(space="mobilenetv2_ulsam")
+    plan = make_plan(options, load_space("mobilenetv2_ulsam"), RunFolder(tmp_path / "run", True), DATA, cluster,
+                     cpu_budget=recorded)
+    assert plan.space.cpu_budget_applied is applied
+    assert (plan.budget_note or "").startswith("resumed as the run started: using the space's cpu_budget") is applied
+
+
+def test_the_budget_note_leaves_out_what_flags_set(tmp_path):
+    plan = _plan(tmp_path, {"CPU": 2.0}, epochs=2)
+    assert "epochs 1" not in plan.budget_note and "flags set epochs" in plan.budget_note
+    assert plan.budget_note.startswith("no GPU: using the space's cpu_budget (trials 8, ")
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"epochs": 3}, r"^--epochs 3: run r trains 1 epochs a trial; a resume keeps them"),
+    ({"seed": 7}, r"^--seed 7: run r started with seed 0 \(its split and its trials' seeds\); a resume keeps it"),
+])
+def test_a_resume_that_would_train_otherwise_is_refused(tmp_path, flags, message):
+    from nas_attn.checks import check_resume_flags
+    from nas_attn.records import DatasetRecord, Manifest
+
+    manifest = Manifest(budget={"epochs": 1, "cpu_budget_applied": True}, dataset=DatasetRecord(seed=0))
+    run = RunFolder(tmp_path / "r", True)
+    check_resume_flags(SearchOptions.from_flags(space="smoke", epochs=1, seed=0), run, manifest)  # the same: fine
+    with pytest.raises(NasAttnError, match=message):
+        check_resume_flags(SearchOptions.from_flags(space="smoke", **flags), run, manifest)

@@ -125,7 +125,9 @@ def test_asha_stops_are_pruned_failures_are_recorded_and_the_run_completes(tmp_p
     front = pd.read_csv(run / "front.csv")
     assert set(front["trial"]) <= set(trials[trials["status"] == "complete"]["trial"])  # no pruned, no failed
     assert not (run / "optuna.journal").exists()
-    study = optuna.load_study(study_name="asha_fail", storage=url)
+    # in a database that other runs may share, the study is the space's and the run's
+    assert json.loads((run / "manifest.json").read_text())["study_name"] == f"asha_fail/{run.name}"
+    study = optuna.load_study(study_name=f"asha_fail/{run.name}", storage=url)
     for t in study.trials:
         expected = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
         assert t.state == expected[status[t.number]]

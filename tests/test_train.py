@@ -121,8 +121,16 @@ def test_one_network_is_one_key_however_it_is_spelled():
     b = Arch.from_dict({"backbone": "mobilenetv2", "width": 1.0, "input_size": 32, "num_classes": 10, "in_chans": 1,
                         "placements": [{"position": 3, "module": "ulsam", "groups": 2, "args": {"b": 2, "a": 1}}]})
     assert a.network_key() == b.network_key()
-    for other in ({"width": 0.5}, {"small_input": True}, {"variant": "v1"}, {"placements": []}):
+    for other in ({"width": 0.5}, {"small_input": True}, {"placements": []}):
         assert Arch.from_dict({**a.to_dict(), **other}).network_key() != a.network_key(), other
+    # the default variant named or not, placements listed in another order, a module's default groups given
+    r50 = [{"position": 3, "module": "se"}, {"position": 1, "module": "ulsam", "groups": 2}]
+    plain = Arch.from_dict({"backbone": "resnet50", "placements": r50})
+    same = Arch.from_dict({"backbone": "resnet50", "variant": "v1.5", "placements": r50[::-1]})
+    ulsam = Arch.from_dict({"backbone": "mobilenetv2", "placements": [{"position": 3, "module": "ulsam"}]})
+    given = Arch.from_dict({"backbone": "mobilenetv2", "placements": [{"position": 3, "module": "ulsam", "groups": 4}]})
+    assert plain.network_key() == same.network_key() and ulsam.network_key() == given.network_key()
+    assert Arch.from_dict({**plain.to_dict(), "variant": "v1"}).network_key() != plain.network_key()
 
 
 def test_an_imagenet_arch_at_a_small_spaces_size_is_trained_as_given_with_a_warning():
@@ -131,8 +139,12 @@ def test_an_imagenet_arch_at_a_small_spaces_size_is_trained_as_given_with_a_warn
     at_224 = space.for_arch(Arch.from_dict({**ULSAM_AT_17, "small_input": False}), 1)
     assert at_224.fixed.small_input is False  # the arch's stem, not the space's
     assert len(at_224.warnings) == 1 and at_224.warnings[0].startswith(
-        "--arch names the ImageNet stem (small_input false); this space trains the small-input stem at 32 px")
+        "--arch names the ImageNet stem (small_input false), made for 224 px, at 32 px: trained as given")
     assert space.for_arch(Arch.from_dict(ULSAM_AT_17), 1).warnings == ()
+    # at the paper's size the ImageNet stem is the right one; the small-input stem is not
+    assert space.for_arch(Arch.from_dict({**ULSAM_AT_17, "small_input": False}), 1, 224).warnings == ()
+    small_at_224 = space.for_arch(Arch.from_dict(ULSAM_AT_17), 1, 224).warnings
+    assert len(small_at_224) == 1 and "small-input stem (small_input true), made for 64 px or less" in small_at_224[0]
 
 
 def test_a_manifest_whose_arch_is_not_an_arch_is_one_line(tmp_path):
@@ -148,11 +160,56 @@ def test_a_manifest_whose_arch_is_not_an_arch_is_one_line(tmp_path):
     assert Arch.from_json(read_manifest(path).arch) == Arch.from_dict(ULSAM_AT_17)
 
 
+def test_input_size_and_recipe_settings_replace_the_spaces():
+    """`--input-size` and `--recipe KEY=VALUE` train a paper's row without a space file of its own; --recipe
+    wins over the space's CPU budget as every flag does."""
+
+    options = SearchOptions.from_flags(space="smoke", arch=json.dumps(ULSAM_AT_17), input_size=64,
+                                       recipe=["lr=0.05", "schedule=multistep", "milestones=[2, 4]", "hflip=false"])
+    assert options.recipe_changes() == {"lr": 0.05, "schedule": "multistep", "milestones": (2, 4), "hflip": False}
+    space = load_space("smoke").for_arch(Arch.from_json(options.arch), 1, options.input_size,
+                                         options.recipe_changes())
+    assert space.base.input_size == space.fixed.input_size == 64
+    assert space.recipe.schedule == "multistep"  # before the data is loaded: it is stored for this recipe
+    run = space.for_run(options.run_settings(), cpu_budget=True, num_classes=10, in_chans=1)
+    assert (run.recipe.lr, run.recipe.schedule, run.recipe.milestones, run.recipe.hflip) == (
+        0.05, "multistep", (2, 4), False)
+    assert run.recipe.epochs == 1 and run.train_subset == 600  # the rest of the CPU budget still applies
+    line = options.command_line("nas-attn train")
+    assert "--input-size 64 --recipe lr=0.05 --recipe schedule=multistep --recipe 'milestones=[2, 4]'" in line
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"recipe": ["lr"]}, r"^--recipe: expected KEY=VALUE, got 'lr'"),
+    ({"recipe": ["epochs=3"]}, r"^--recipe: epochs: give it with --epochs"),
+    ({"recipe": ["momentun=0.9"]}, r"^--recipe: unknown recipe key 'momentun' \(one of batch_size, "),
+    ({"recipe": ["milestones=[1, 2"]}, r"^--recipe: milestones: not a YAML value"),
+    ({"input_size": 4}, r"^--input-size: .*greater than or equal to 8"),
+])
+def test_bad_recipe_settings_and_sizes_are_one_line(flags, message):
+    with pytest.raises(NasAttnError, match=message):
+        SearchOptions.from_flags(space="smoke", arch=json.dumps(ULSAM_AT_17), **flags)
+
+
+@pytest.mark.parametrize("recipe,message", [
+    (["lr=-1"], r"^--recipe: lr: Input should be greater than 0"),
+    (["schedule=multistep"], r"^--recipe: .*milestones: schedule multistep needs at least one milestone"),
+    (["optimizer=adam"], r"^--recipe: optimizer: Input should be 'sgd' or 'adamw'"),
+])
+def test_recipe_values_are_checked_against_the_spaces_recipe_before_anything_runs(recipe, message):
+    options = SearchOptions.from_flags(space="smoke", arch=json.dumps(ULSAM_AT_17), recipe=recipe)
+    with pytest.raises(NasAttnError, match=message):
+        load_space("smoke").for_arch(Arch.from_json(options.arch), 1, recipe=options.recipe_changes())
+
+
 def test_a_searchs_flags_are_refused_with_an_arch():
     for flags, flag in (({"sampler": "tpe"}, "--sampler"), ({"reevaluate_front": 2}, "--reevaluate-front")):
         with pytest.raises(NasAttnError, match=rf"^{flag}: a search's flag; nas-attn train chooses nothing"):
             SearchOptions.from_flags(space="smoke", arch=json.dumps(ULSAM_AT_17), **flags)
     assert SearchOptions.from_flags(space="smoke", sampler="tpe", reevaluate_front=2).sampler == "tpe"
+    for flags, flag in (({"input_size": 64}, "--input-size"), ({"recipe": ["lr=0.1"]}, "--recipe")):
+        with pytest.raises(NasAttnError, match=rf"^{flag}: only with nas-attn train"):
+            SearchOptions.from_flags(space="smoke", **flags)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -164,6 +221,10 @@ def test_a_searchs_flags_are_refused_with_an_arch():
     (["--arch", json.dumps(ULSAM_AT_17), "--space", "nosuchspace"], r"^nas-attn train: error: .*nosuchspace"),
     (["--space", "smoke"], r"^nas-attn train: error: the following arguments are required: --arch"),
     (["--arch", json.dumps(ULSAM_AT_17), "--trials", "2"], r"^nas-attn train: error: unrecognized arguments: --trials"),
+    (["--arch", json.dumps(ULSAM_AT_17), "--recipe", "lr=fast"], r"^nas-attn train: error: --recipe: lr: "),
+    (["--arch", json.dumps({"backbone": "resnet18", "placements": [{"position": 1, "module": "nonlocal"}]}),
+      "--input-size", "224"], r"^nas-attn train: error: --arch at --input-size \(224 px\): placement 1 "
+                              r"\(1:1 nonlocal\): nonlocal at a 56x56 map"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, args, message):
     space = [] if "--space" in args else ["--space", "smoke"]
@@ -243,6 +304,20 @@ def test_a_resume_keeps_its_seeds_and_knows_its_arch_however_spelled(trained):
     assert "resume: 2 trial(s) already finished, 0 to go" in third.stdout, third.stdout
     assert len(pd.read_parquet(run / "trials.parquet")) == 2
     assert json.loads((run / "manifest.json").read_text())["budget"]["trials"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,message", [
+    (["--input-size", "40"], "this run trains at 32 px, not 40 px"),
+    (["--recipe", "lr=0.2"], "this run trains with no --recipe, not --recipe lr=0.2"),
+])
+def test_resuming_at_another_size_or_recipe_is_refused_before_ray(trained, flags, message):
+    run, _, _, root, _ = trained
+    r = train("--arch", json.dumps(ULSAM_AT_17), "--space", root / "tiny.yaml", "--results-dir", root / "results",
+              "--run-id", "r", *flags, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr, r.stderr
+    assert len(pd.read_parquet(run / "trials.parquet")) == 2
 
 
 @pytest.mark.slow

@@ -74,7 +74,8 @@ def run_search(space: str | Path, **flags: Any) -> SearchResult:
     say = _sayer(options.quiet)
     space_ = load_space(options.space, dataset=options.dataset)
     if options.arch is not None:  # nas-attn train: one arch, one trial per seed
-        space_ = space_.for_arch(Arch.from_json(options.arch), options.trials or 1)
+        space_ = space_.for_arch(Arch.from_json(options.arch), options.trials or 1, options.input_size,
+                                 options.recipe_changes())
     check_options_against_space(options, space_)
     check_local_resources(options, space_, *machine_resources())
     run = resolve_run_folder(options.results_dir, space_.name, options.run_id, options.resume)
@@ -99,8 +100,15 @@ def _run_claimed(options: SearchOptions, space: SearchSpace, run: RunFolder, set
             import ray
 
             stop.install()  # after ray.init, which installs its own SIGTERM handler
-            plan = make_plan(options, space, run, dataset_info(dataset), ray.cluster_resources())
+            plan = make_plan(options, space, run, dataset_info(dataset), ray.cluster_resources(),
+                             cpu_budget=_budget_recorded(run))
             return run_attempt(plan, data_handle(dataset, plan.space, options), say, stop, settings)
+
+
+def _budget_recorded(run: RunFolder) -> bool | None:
+    """Whether a resumed run started with the space's CPU budget (``None``: a new run, or not recorded)."""
+    applied = (run.read_manifest().budget or {}).get("cpu_budget_applied") if run.resuming else None
+    return applied if isinstance(applied, bool) else None
 
 
 def _seeds_recorded(run: RunFolder) -> int:

@@ -47,6 +47,11 @@ def build_train_parser(prog: str = "nas-attn train") -> OneLineArgumentParser:
     p.add_argument("--seeds", type=int, dest="trials", metavar="K",
                    help="train K times, seeds SEED, SEED+1, …; the table gives each and their mean ± std (default 1)")
     p.add_argument("--epochs", type=int, help="epochs; default: the space's")
+    p.add_argument("--input-size", type=int, metavar="PX",
+                   help="input side in pixels (default: the space's; a paper's ImageNet row: 224)")
+    p.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
+                   help="a recipe setting over the space's, as in a space file's train section; repeat it: "
+                        "--recipe lr=0.05 --recipe schedule=multistep --recipe milestones=[30,60]")
     _add_data_flags(p)
     p.add_argument("--seed", type=int, help="the first seed; default: the space's")
     _add_run_flags(p)

@@ -3,10 +3,12 @@ for an attempt; a new one that bad input stopped before its first attempt is rem
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError
@@ -71,6 +73,11 @@ def check_run_files(run: RunFolder, space: SearchSpace, options: SearchOptions) 
     check_resumable(run, manifest, space.path, space.sha256)
     if run.resuming:
         _check_same_arch(run, manifest.arch, options.arch)
+        _check_same_recipe(run, manifest.recipe_changes or {}, options.recipe_changes())
+        recorded = manifest.dataset.input_size if manifest.dataset else None
+        if recorded is not None and recorded != space.base.input_size:
+            raise NasAttnError(f"{run.path}: this run trains at {recorded} px, not {space.base.input_size} px; "
+                               f"resume it at its size, or start a new run (another --run-id)")
     if not options.storage:
         check_journal(run.journal)
         if run.resuming:
@@ -87,6 +94,16 @@ def _check_same_arch(run: RunFolder, recorded: str | None, given: str | None) ->
         trains = "is a search" if recorded is None else f"trains {Arch.from_json(recorded).short()}"
         raise NasAttnError(f"{run.path}: this run {trains}, not the arch given now; start a new run (another "
                            f"--run-id)")
+
+
+def _check_same_recipe(run: RunFolder, recorded: dict[str, Any], given: dict[str, Any]) -> None:
+    """A resumed ``nas-attn train`` trains its new seeds with the ``--recipe`` settings of the first ones."""
+    def shown(changes: dict[str, Any]) -> str:
+        return " ".join(f"--recipe {k}={json.dumps(v)}" for k, v in changes.items()) or "no --recipe"
+
+    if json.loads(json.dumps(recorded)) != json.loads(json.dumps(given)):  # JSON's lists for tuples
+        raise NasAttnError(f"{run.path}: this run trains with {shown(recorded)}, not {shown(given)}; resume it "
+                           f"with the same settings, or start a new run (another --run-id)")
 
 
 def prepare_run_folder(plan: SearchPlan, settings: ProcessSettings, say: Callable[[str], None]) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ class Violation:
     reason: str | None
 
 
+#: the largest input side the small-input stems are made for (28–64 px: Fashion-MNIST, CIFAR, ImageNet-64)
+SMALL_INPUT_MAX = 64
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """What a run changes in a space: flags first, then the CPU budget, then the file (``None``: not given)."""
@@ -65,6 +70,8 @@ class RunSettings:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     compile: bool = False
+    #: recipe settings over the file's and the CPU budget's (``nas-attn train --recipe KEY=VALUE``)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,19 +166,31 @@ class SearchSpace:
                 f"{self.recipe.epochs} epochs")
 
     # -- deriving the space a run uses ------------------------------------------------------------
-    def for_arch(self, arch: Arch, seeds: int) -> SearchSpace:
+    def for_arch(self, arch: Arch, seeds: int, input_size: int | None = None,
+                 recipe: Mapping[str, Any] | None = None) -> SearchSpace:
         """The space of ``nas-attn train``: ``arch`` trained ``seeds`` times with this space's dataset and recipe.
 
-        The arch keeps its backbone, settings and placements; the dataset fixes its input size here (and its
-        classes and channels in :meth:`for_run`). Nothing is chosen: no positions, no vanilla trial, no
-        constraints, no early stopping (every seed runs the whole recipe), and a CPU budget keeps only what it
-        says of the data and the recipe (the arch fixes the network, ``seeds`` the number of runs).
+        The arch keeps its backbone, settings and placements; it is trained at ``input_size`` (default: the
+        space's), with the space's recipe changed by ``recipe`` (``--recipe``: here, so that the data is stored
+        for the recipe that trains on it), and the dataset fixes its classes and channels in :meth:`for_run`.
+        Nothing is chosen: no
+        positions, no vanilla trial, no constraints, no early stopping (every seed runs the whole recipe), and a
+        CPU budget keeps only what it says of the data and the recipe (the arch fixes the network, ``seeds`` the
+        number of runs).
         """
-        fixed = dataclasses.replace(arch, input_size=self.base.input_size, in_chans=self.base.in_chans)
+        size = input_size or self.base.input_size
+        try:
+            trained_recipe = self.recipe.replace(**(recipe or {}))
+        except ValidationError as exc:
+            raise NasAttnError(f"--recipe: {validation_message(exc)}") from None
+        except TypeError as exc:  # a value dataclasses.replace cannot take
+            raise NasAttnError(f"--recipe: {exc}") from None
+        fixed = dataclasses.replace(arch, input_size=size, in_chans=self.base.in_chans)
         try:
             fixed.validate()
         except NasAttnError as exc:  # a placement may fail for the size (a map too small, or too large for it)
-            at = f" at this space's input size ({self.base.input_size} px)" if str(exc).startswith("placement") else ""
+            where = "--input-size" if input_size else "this space's input size"
+            at = f" at {where} ({size} px)" if str(exc).startswith("placement") else ""
             raise NasAttnError(f"--arch{at}: {exc}") from None
         budget = self.file.cpu_budget
         file = self.file.model_copy(update={
@@ -181,19 +200,20 @@ class SearchSpace:
             "cpu_budget": None if budget is None else budget.model_copy(update={"trials": None, "width": None}),
         })
         return dataclasses.replace(self, name=f"train-{self.name}", file=file, base=fixed, positions=(), trials=seeds,
+                                   recipe=trained_recipe,
                                    sampler="random", asha_grace_period=None, fixed=fixed,
                                    warnings=self._stem_warning(fixed))
 
     def _stem_warning(self, arch: Arch) -> tuple[str, ...]:
-        """The arch is trained with the stem it names; a paper's ImageNet arch at a small space's size keeps its
-        early downsampling (a 32 px input is 1 px before the last stage), which is worth a line at start-up."""
-        if arch.small_input == self.base.small_input:
+        """The arch is trained with the stem it names; one made for other sizes is worth a line at start-up (a
+        paper's ImageNet arch at 32 px keeps its early downsampling: 1 px before the last stage)."""
+        small = arch.input_size <= SMALL_INPUT_MAX
+        if arch.small_input == small:
             return ()
-        theirs, ours = ("the ImageNet stem", "small-input") if self.base.small_input else ("the small-input stem",
-                                                                                           "ImageNet")
-        return (f"--arch names {theirs} (small_input {str(arch.small_input).lower()}); this space trains the "
-                f"{ours} stem at {self.base.input_size} px: the arch is trained as given; set \"small_input\": "
-                f"{str(self.base.small_input).lower()} in it to train it as this space's searches do",)
+        named, made = ("ImageNet", "224 px") if small else ("small-input", f"{SMALL_INPUT_MAX} px or less")
+        return (f"--arch names the {named} stem (small_input {str(arch.small_input).lower()}), made for {made}, "
+                f"at {arch.input_size} px: trained as given; set \"small_input\": {str(small).lower()} in the arch "
+                f"for the stem made for this size",)
 
     def for_run(self, settings: RunSettings, *, cpu_budget: bool, num_classes: int, in_chans: int) -> SearchSpace:
         """The space as a run uses it: ``settings`` (flags) win over the CPU budget (when ``cpu_budget``
@@ -204,7 +224,7 @@ class SearchSpace:
             epochs=_first(s.epochs, budget.get("epochs"), self.recipe.epochs),
             batch_size=_first(budget.get("batch_size"), self.recipe.batch_size),
             lr=float(_first(budget.get("lr"), self.recipe.lr)),
-            seed=_first(s.seed, self.recipe.seed), compile=s.compile or self.recipe.compile)
+            seed=_first(s.seed, self.recipe.seed), compile=s.compile or self.recipe.compile).replace(**s.recipe)
         base = dataclasses.replace(self.base, num_classes=num_classes, in_chans=in_chans,
                                    width=float(_first(budget.get("width"), self.base.width)))
         positions = self.positions if base.width == self.base.width else _compile_positions(self.file, base)[0]
@@ -221,15 +241,18 @@ class SearchSpace:
             asha_grace_period=budget.get("grace_period", self.asha_grace_period) if self.asha else None,
             cpu_budget_applied=bool(budget))
 
-    def cpu_budget_note(self) -> str | None:
-        """What the CPU budget changes, for the start-up message (``None`` without one)."""
+    def cpu_budget_note(self, flags: Collection[str] = (), why: str = "no GPU") -> str | None:
+        """What the CPU budget changes, for the start-up message (``None`` without one); ``flags``: the budget's
+        keys a flag sets instead (left out of the list), ``why``: why the budget applies."""
         if self.file.cpu_budget is None:
             return None
-        given = ", ".join(f"{k} {v}" for k, v in self.file.cpu_budget.given().items())
+        given = ", ".join(f"{k} {v}" for k, v in self.file.cpu_budget.given().items() if k not in flags)
         file = self.file
-        full = (f"{file.train.epochs} epochs on the space's data" if self.fixed is not None else
+        full = ("the space's full data and recipe" if self.fixed is not None else
                 f"{file.budget.trials} trials x {file.train.epochs} epochs at width {file.backbone.width}")
-        return f"no GPU: using the space's cpu_budget ({given}) instead of {full}; --full-budget runs the full one"
+        flagged = f"; flags set {', '.join(sorted(flags))}" if flags else ""
+        return (f"{why}: using the space's cpu_budget ({given or 'nothing a flag leaves'}) instead of {full}"
+                f"{flagged}; --full-budget runs the full one")
 
 
 def _first(*values):
