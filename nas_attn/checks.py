@@ -9,6 +9,7 @@ import dataclasses
 import os
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -106,20 +107,30 @@ def _connect(host: str, port: int, what: str, why: str) -> None:
 
 
 def _speaks_grpc(target: str, what: str) -> None:
-    """A gRPC channel becomes ready only once the server answered HTTP/2's preface: an HTTP/1 server, SSH or a
-    silent port never does."""
+    """A gRPC channel becomes ready only once the server answered HTTP/2's preface: an HTTP/1 server or SSH
+    answers otherwise and the channel fails at once (told then, not after the timeout); a silent port never
+    answers (told after :data:`PROBE_TIMEOUT_S`)."""
     try:
         import grpc
     except ImportError:  # Ray ships grpcio; without it the connection test above is all there is
         return
+    settled, states = threading.Event(), []
+
+    def watch(state) -> None:  # grpc calls this from its own thread with each new connectivity state
+        states.append(state)
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            settled.set()
+
     channel = grpc.insecure_channel(target)
     try:
-        grpc.channel_ready_future(channel).result(timeout=PROBE_TIMEOUT_S)
-    except grpc.FutureTimeoutError:
-        raise NasAttnError(f"{what}: the port is open but does not speak Ray's protocol (gRPC); give the head's "
-                           f"GCS address (ray start --head prints it)") from None
+        channel.subscribe(watch, try_to_connect=True)
+        settled.wait(PROBE_TIMEOUT_S)
+        channel.unsubscribe(watch)
     finally:
         channel.close()
+    if not states or states[-1] != grpc.ChannelConnectivity.READY:
+        raise NasAttnError(f"{what}: the port is open but does not speak Ray's protocol (gRPC); give the head's "
+                           f"GCS address (ray start --head prints it)")
 
 
 # -- the dataset ----------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Writing a file so that a kill, a full disk or a reader never sees half of it: the one place that does."""
+"""Writing a file so that a kill, a full disk or a reader never sees half of it: the one place that does (and
+the sha256 that later tells whether a file is still what was written)."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` through a temporary file and rename, so a kill never leaves half a file."""
     with atomic_target(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 #: errors of a write that a resume recovers from once the file system has room again

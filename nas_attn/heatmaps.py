@@ -157,6 +157,7 @@ def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int,
     """``nas-attn heatmaps``: heatmaps of ``trials`` (default: vanilla and front) on ``n`` test images (the
     run's recorded images when there are ``n`` of them, else chosen again from its dataset's test set, and then
     the trials that already had heatmaps are drawn again on the new images too)."""
+    from nas_attn.checkpoints import check_checkpoint
     from nas_attn.errors import NasAttnError
     from nas_attn.trained import find_trial
 
@@ -164,7 +165,10 @@ def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int,
     trials = trials if trials else default_trials(run_dir)
     if not trials:
         raise NasAttnError(f"{run_dir}: no complete trial to make heatmaps of")
-    arch = find_trial(run_dir, trials[0]).arch
+    found = [find_trial(run_dir, t) for t in trials]
+    for f in found:  # a damaged checkpoint told before torch is imported or test images are read
+        check_checkpoint(f.checkpoint, f.run_dir, f"{f.run_dir}: trial {f.trial}", f.arch.to_json())
+    arch = found[0].arch
     images = HeatmapImages.load(run_dir)
     if images is None or len(images.labels) != n:
         images = run_heatmap_images(run_dir, arch.input_size, n)

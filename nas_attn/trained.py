@@ -58,10 +58,14 @@ def load_trial(run_dir: str | Path, trial: int) -> torch.nn.Module:
 
 
 def model_of(found: TrialWeights) -> torch.nn.Module:
-    """The trial's model with its trained weights, in eval mode."""
+    """The trial's model with its trained weights, in eval mode (the weights read first: a damaged checkpoint is
+    told before the model is built)."""
     from nas_attn.build import build_model
-    from nas_attn.checkpoints import load_into
+    from nas_attn.checkpoints import put_state, read_state
 
+    what = f"{found.run_dir}: trial {found.trial}"
+    state = read_state(found.checkpoint, found.run_dir, what, found.arch.to_json())
     model = build_model(found.arch)
-    load_into(model, found.checkpoint, found.run_dir, f"{found.run_dir}: trial {found.trial}")
+    put_state(model, state, found.checkpoint, what)
     return model.eval()
+

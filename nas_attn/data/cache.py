@@ -131,12 +131,6 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([FORMAT, *parts], default=str).encode()).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def chunk_checksums(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[int]:
     """crc32 of each ``chunk_bytes`` of the file (the last chunk may be shorter)."""
     out = []

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas_attn.data.cache import EntryMeta, EntryWriter, digest, file_digest
+from nas_attn.data.cache import EntryMeta, EntryWriter, digest
 from nas_attn.data.decode import FolderListing, Target, decode_all, list_image_folder
 from nas_attn.errors import DataError
+from nas_attn.fsutil import file_digest
 
 if TYPE_CHECKING:
     from nas_attn.data.records import DataSource
