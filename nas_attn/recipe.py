@@ -41,6 +41,7 @@ class Recipe:
 
     epochs: Epochs = 10
     batch_size: Annotated[int, Field(ge=2, le=MAX_BATCH, strict=True)] = 256
+    #: on a GPU; a CPU evaluates in batches of at most ``nas_attn.train.CPU_EVAL_BATCH`` (faster, far less memory)
     eval_batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH, strict=True)] = 1024
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: PositiveFloat = 0.1

@@ -86,6 +86,24 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         _train_and_report(TrialConfig.from_config(config), context, device, where, t0)
     except Exception as exc:  # recorded as a failed trial with its reason and traceback; the search goes on
         tune.report(failure_report(exc, where).to_result())
+    finally:
+        give_back_memory()
+
+
+def give_back_memory() -> None:
+    """Return the trial's freed heap to the system before Tune reuses this worker for the next trial.
+
+    glibc keeps freed memory in its heaps; without this a reused worker starts each trial from the last one's
+    high-water mark (scripts/bench_search.py measures the peaks). ``malloc_trim`` is glibc's (no library
+    wraps it); elsewhere nothing is done."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator manages on its own
+        pass
 
 
 def failure_report(exc: BaseException, where: dict[str, Any]) -> TrialReport:

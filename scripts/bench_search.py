@@ -1,7 +1,9 @@
 """Per-trial overhead, throughput and memory of a real search, beside a plain loop that trains the same archs
 without Ray or Optuna (the floor), in one run. Prints JSON (issue 23).
 
-- overhead = a trial's wall time (launch → result recorded) minus its time in training steps;
+- overhead = a trial's wall time (launch → result recorded) minus its time in training steps, split into the
+  machinery (wall minus its epochs: launch → first step, last epoch → result recorded) and the evaluation
+  inside the epochs (BatchNorm re-estimation and validation);
 - throughput = finished trials per hour of search wall time;
 - memory = the peak resident set (``VmHWM`` of ``/proc/<pid>/status``) of the driver and of each process that
   ran a trial (a Ray worker whose title named the trainable; Tune reuses workers, so a figure is a process's,
@@ -81,8 +83,11 @@ def _search(args, results: str) -> tuple[dict, dict]:
     images, bs = manifest.dataset.train, manifest.recipe["batch_size"]
     history["step_s"] = (images // bs * bs) / history["train_images_per_s"]
     step_s = history.groupby("trial")["step_s"].sum()
+    epoch_s = history.groupby("trial")["epoch_s"].sum()  # training steps + BatchNorm re-estimation + validation
     done = trials[trials["status"].isin(["complete", "pruned", "failed"])].set_index("trial")
     overhead = done["wall_s"] - step_s.reindex(done.index).fillna(0)
+    machinery = done["wall_s"] - epoch_s.reindex(done.index).fillna(0)
+    evaluation = (epoch_s - step_s).reindex(done.index).dropna()
     search_s = manifest.attempts[-1].search_s
     concurrency = manifest.resources["concurrency"]
     figures = {
@@ -91,6 +96,10 @@ def _search(args, results: str) -> tuple[dict, dict]:
         "epochs": manifest.recipe["epochs"], "train_images": images,
         "per_trial_overhead_s": {"median": round(float(overhead.median()), 2),
                                  "mean": round(float(overhead.mean()), 2)},
+        # the overhead split: what is not the epochs (launch -> first step, last epoch -> result recorded: the
+        # machinery) and what the epochs spend besides steps (BatchNorm re-estimation and validation: real work)
+        "per_trial_machinery_s_median": round(float(machinery.median()), 2),
+        "per_trial_evaluation_s_median": round(float(evaluation.median()), 2),
         "per_trial_wall_s_median": round(float(done["wall_s"].median()), 2),
         "per_trial_training_steps_s_median": round(float(step_s.median()), 2),
         "launch_to_first_step_s_median": round(float(np.nanmedian(done["launch_s"].astype(float))), 2),

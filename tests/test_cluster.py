@@ -32,7 +32,9 @@ def test_cluster_config_passes_rays_validation(name):
     assert any("pip install" in c and '-e ".[cluster]"' in c for c in config["setup_commands"])  # this project
     # Ray starts with the project's venv first on PATH, so that a job's `nas-attn` / `python` is the project's
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
-    assert all(c.startswith("export PATH=~/nas-attn/.venv/bin:$PATH;") for c in starts)
+    assert all(c.startswith("export PATH=~/nas-attn/.venv/bin:$PATH") for c in starts)
+    # and with glibc's arenas bounded, so that reused trial workers do not grow (nas_attn/search/process.py)
+    assert all("MALLOC_ARENA_MAX=2;" in c for c in starts if "ray start" in c)
     bad = copy.deepcopy(config)
     bad["max_wrkers"] = 1
     with pytest.raises(Exception, match="max_wrkers"):

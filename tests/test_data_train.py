@@ -86,3 +86,28 @@ def test_batchnorm_recalibration_uses_exact_batch_statistics():
     feats = model[0](prep(data.x))
     torch.testing.assert_close(model[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert model[1].momentum == 0.1
+
+
+def test_a_cpu_evaluates_in_small_batches_with_the_same_counts():
+    """The recipe's eval_batch_size is for GPUs; a CPU runs at most CPU_EVAL_BATCH images at once (as fast, far
+    less memory: nas_attn/train.py), and the counts are those of one big batch."""
+    from nas_attn.train import CPU_EVAL_BATCH, eval_batch_size, evaluate
+
+    cpu = torch.device("cpu")
+    assert eval_batch_size(1024, cpu) == CPU_EVAL_BATCH and eval_batch_size(16, cpu) == 16
+    assert eval_batch_size(1024, torch.device("cuda")) == 1024
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    n = 3 * CPU_EVAL_BATCH + 5
+    rng = np.random.default_rng(1)
+    data = DeviceData(rng.integers(0, 255, (n, 1, 8, 8), dtype=np.uint8), rng.integers(0, 10, n), cpu)
+    prep = Preprocess((0.5,), (0.25,), 8, cpu)
+    ours = evaluate(model, data, 1024, cpu, prep)
+    with torch.inference_mode():
+        logits = model(prep(data.x))
+    top1 = int((logits.argmax(1) == data.y).sum())
+    top5 = int((logits.topk(5, 1).indices == data.y[:, None]).any(1).sum())
+    loss = torch.nn.functional.cross_entropy(logits, data.y).item()
+    assert (round(ours.top1 * n), round(ours.top5 * n)) == (top1, top5) and 0 < top1 < top5 < n
+    assert ours.loss == pytest.approx(loss, rel=1e-5)

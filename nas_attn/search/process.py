@@ -27,6 +27,12 @@ ENV_DEFAULTS = {
     # A failed trial's last result has no val_acc; ASHA skips such results, but Tune's strict check would
     # abort the whole search on it.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Read by glibc when Ray's processes start (this process's allocator is set up already). Tune runs each
+    # trial in a new thread of a reused worker process, and glibc gives each thread a heap ("arena") of its
+    # own: freed activations stayed behind in the last trial's arena, so a worker grew by about 300 MB a trial
+    # (smoke space, 4 trials a worker: 1.2 -> 2.0 GB); with two arenas its peak stays at 1.3 GB, at the same
+    # speed (scripts/bench_search.py). A cluster's nodes get it from `ray start` (scripts/cluster*.yaml).
+    "MALLOC_ARENA_MAX": "2",
 }
 #: environment a search sets whatever its value was: Tune installs its own SIGINT handler unless told not to,
 #: and the search's (nas_attn.stopping.StopRequest) must stay in place
