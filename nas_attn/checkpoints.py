@@ -15,6 +15,7 @@ after torch and timm have been imported (3–4 s) to build a model the weights w
 
 from __future__ import annotations
 
+import json
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -83,8 +84,8 @@ def check_folder(folder: Path, arch_json: str | None = None) -> None:
 def _check_arch(path: Path, arch_json: str) -> None:
     from nas_attn.arch import Arch
 
-    try:
-        saved = Arch.from_json(path.read_text())
+    try:  # from_dict: text that is not an object must not be taken for a file name (as from_json would)
+        saved = Arch.from_dict(json.loads(path.read_text()))
     except Exception as exc:  # noqa: BLE001 - any unreadable arch.json is one line
         raise DamagedCheckpoint(f"{ARCH} cannot be read ({type(exc).__name__})") from None
     expected = Arch.from_json(arch_json)

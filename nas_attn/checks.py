@@ -9,7 +9,6 @@ import dataclasses
 import os
 import socket
 import tempfile
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -96,7 +95,7 @@ def check_address(address: str | None, flag: str = "--address") -> None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise NasAttnError(f"{flag} {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
     _connect(host, int(port), f"{flag} {address}", "no Ray cluster answers there")
-    _speaks_grpc(f"{host}:{port}", f"{flag} {address}")
+    _speaks_http2(host, int(port), f"{flag} {address}")
 
 
 def _connect(host: str, port: int, what: str, why: str) -> None:
@@ -106,31 +105,35 @@ def _connect(host: str, port: int, what: str, why: str) -> None:
         raise NasAttnError(f"{what}: {why} ({exc.strerror or exc})") from None
 
 
-def _speaks_grpc(target: str, what: str) -> None:
-    """A gRPC channel becomes ready only once the server answered HTTP/2's preface: an HTTP/1 server or SSH
-    answers otherwise and the channel fails at once (told then, not after the timeout); a silent port never
-    answers (told after :data:`PROBE_TIMEOUT_S`)."""
-    try:
-        import grpc
-    except ImportError:  # Ray ships grpcio; without it the connection test above is all there is
+#: HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113 section 3.4)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_http2(host: str, port: int, what: str) -> None:
+    """Ray's GCS is a gRPC server, so it answers HTTP/2's preface with a SETTINGS frame first (RFC 9113 3.4).
+
+    One exchange by hand: grpc's own channel cannot tell a port that is not HTTP/2 (an HTTP/1 server, SSH) from
+    a transient failure (it retries until its timeout), and it would go through an HTTP proxy, which Ray's
+    clients do not. A silent port is refused after :data:`PROBE_TIMEOUT_S`. A cluster with TLS
+    (``RAY_USE_TLS``) speaks TLS first: only the connection is checked there."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         return
-    settled, states = threading.Event(), []
-
-    def watch(state) -> None:  # grpc calls this from its own thread with each new connectivity state
-        states.append(state)
-        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
-            settled.set()
-
-    channel = grpc.insecure_channel(target)
+    answer, failure = b"", None
     try:
-        channel.subscribe(watch, try_to_connect=True)
-        settled.wait(PROBE_TIMEOUT_S)
-        channel.unsubscribe(watch)
-    finally:
-        channel.close()
-    if not states or states[-1] != grpc.ChannelConnectivity.READY:
-        raise NasAttnError(f"{what}: the port is open but does not speak Ray's protocol (gRPC); give the head's "
-                           f"GCS address (ray start --head prints it)")
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+            sock.sendall(_HTTP2_PREFACE)
+            while len(answer) < 9:  # a frame header: length (3 bytes), type, flags, stream (4)
+                part = sock.recv(9 - len(answer))
+                if not part:
+                    break
+                answer += part
+    except OSError as exc:  # a timeout (a silent port) or a reset
+        failure = "nothing" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+    if len(answer) == 9 and answer[3] == 0x4:
+        return
+    heard = repr(answer[:40].decode("ascii", "replace").split("\r")[0]) if answer else failure or "nothing"
+    raise NasAttnError(f"{what}: the port is open but does not speak Ray's protocol (gRPC; it answered {heard}); "
+                       f"give the head's GCS address (ray start --head prints it)")
 
 
 # -- the dataset ----------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     from ray import tune
 
     where: dict[str, Any] = {}
+    give_back_memory()  # also what a trial stopped early (Tune's SystemExit, which keeps its frames) left behind
     try:
         _prepare(context)
         device, where = _placement(context.threads)
