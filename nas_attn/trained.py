@@ -68,4 +68,3 @@ def model_of(found: TrialWeights) -> torch.nn.Module:
     model = build_model(found.arch)
     put_state(model, state, found.checkpoint, what)
     return model.eval()
-
