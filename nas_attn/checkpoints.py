@@ -29,6 +29,8 @@ from nas_attn.fsutil import file_digest
 if TYPE_CHECKING:
     import torch
 
+    from nas_attn.arch import Arch
+
 WEIGHTS = "model.pt"
 ARCH = "arch.json"
 DIGEST = "model.pt.sha256"
@@ -61,13 +63,13 @@ class OtherArchCheckpoint(Exception):
     """The checkpoint folder holds another arch's checkpoint (its ``arch.json`` names another network)."""
 
 
-def check_folder(folder: Path, arch_json: str | None = None) -> None:
-    """Torch-free checks of a local checkpoint folder (module docstring); ``arch_json``: the trial's arch.
+def check_folder(folder: Path, arch: Arch | None = None) -> None:
+    """Torch-free checks of a local checkpoint folder (module docstring); ``arch``: the trial's.
 
     Raises:
         FileNotFoundError: no weights file there.
         DamagedCheckpoint: the weights differ from their digest, or (no digest) are not a zip archive.
-        OtherArchCheckpoint: ``arch.json`` names another network than ``arch_json``.
+        OtherArchCheckpoint: ``arch.json`` names another network than ``arch``.
     """
     weights, digest = folder / WEIGHTS, folder / DIGEST
     if not weights.is_file():
@@ -77,25 +79,29 @@ def check_folder(folder: Path, arch_json: str | None = None) -> None:
             raise DamagedCheckpoint(f"{WEIGHTS} is not the file written: its sha256 differs from {DIGEST}")
     elif not zipfile.is_zipfile(weights):  # torch.save has written zip archives since torch 1.6
         raise DamagedCheckpoint(f"{WEIGHTS} is not the zip archive torch.save writes")
-    if arch_json is not None and (folder / ARCH).is_file():
-        _check_arch(folder / ARCH, arch_json)
+    if arch is not None and (folder / ARCH).is_file():
+        _check_arch(folder / ARCH, arch)
 
 
-def _check_arch(path: Path, arch_json: str) -> None:
+def _check_arch(path: Path, expected: Arch) -> None:
     from nas_attn.arch import Arch
 
     try:  # from_dict: text that is not an object must not be taken for a file name (as from_json would)
         saved = Arch.from_dict(json.loads(path.read_text()))
     except Exception as exc:  # noqa: BLE001 - any unreadable arch.json is one line
         raise DamagedCheckpoint(f"{ARCH} cannot be read ({type(exc).__name__})") from None
-    expected = Arch.from_json(arch_json)
     if saved.network_key() != expected.network_key():
         raise OtherArchCheckpoint(f"{ARCH} names {saved.short()}, not the trial's {expected.short()}")
 
 
-def load_weights(uri: str, run_dir: Path, arch_json: str | None = None) -> dict[str, torch.Tensor]:
+def _local_folder(uri: str, run_dir: Path) -> Path:
+    """The folder of a checkpoint recorded as a path (relative ones are inside ``run_dir``)."""
+    return Path(uri) if Path(uri).is_absolute() else Path(run_dir) / uri
+
+
+def load_weights(uri: str, run_dir: Path, arch: Arch | None = None) -> dict[str, torch.Tensor]:
     """The state dict of the checkpoint recorded as ``uri`` (relative paths are inside ``run_dir``), checked
-    first by :func:`check_folder` against ``arch_json`` when given.
+    first by :func:`check_folder` against ``arch`` when given.
 
     Raises:
         FileNotFoundError: nothing readable there (e.g. a worker's local disk seen from the head node).
@@ -104,14 +110,14 @@ def load_weights(uri: str, run_dir: Path, arch_json: str | None = None) -> dict[
         Exception: whatever fetching a URI from its storage raised (pyarrow's file systems).
     """
     if "://" not in uri:
-        path = Path(uri) if Path(uri).is_absolute() else Path(run_dir) / uri
-        check_folder(path, arch_json)
+        path = _local_folder(uri, run_dir)
+        check_folder(path, arch)
         return _unpickle(path / WEIGHTS)
     from ray.tune import Checkpoint
 
     with tempfile.TemporaryDirectory() as local:
         Checkpoint(uri).to_directory(local)
-        check_folder(Path(local), arch_json)
+        check_folder(Path(local), arch)
         return _unpickle(Path(local) / WEIGHTS)
 
 
@@ -140,28 +146,23 @@ def _told_as(uri: str, what: str) -> Iterator[None]:
         raise NasAttnError(f"{what}: its checkpoint {uri} cannot be read ({type(exc).__name__}: {exc})") from None
 
 
-def check_checkpoint(uri: str, run_dir: Path, what: str, arch_json: str | None = None) -> None:
+def check_checkpoint(uri: str, run_dir: Path, what: str, arch: Arch | None = None) -> None:
     """:func:`check_folder` on a local checkpoint, its failures one :class:`NasAttnError` line (torch-free: a
     command checks the trials it was given before it imports anything heavy); a URI is checked when fetched."""
     if "://" not in uri:
         with _told_as(uri, what):
-            check_folder(Path(uri) if Path(uri).is_absolute() else Path(run_dir) / uri, arch_json)
+            check_folder(_local_folder(uri, run_dir), arch)
 
 
-def read_state(uri: str, run_dir: Path, what: str, arch_json: str | None = None) -> dict[str, torch.Tensor]:
+def read_state(uri: str, run_dir: Path, what: str, arch: Arch | None = None) -> dict[str, torch.Tensor]:
     """The state dict of the checkpoint ``uri``; a missing, damaged (random bytes, truncated, empty, altered) or
     other arch's checkpoint is one :class:`NasAttnError` line naming ``what`` and it. Read before a model is
     built, so that the damage is told before timm is imported."""
     with _told_as(uri, what):
-        state = load_weights(uri, run_dir, arch_json)
+        state = load_weights(uri, run_dir, arch)
     if not isinstance(state, dict):
         raise NasAttnError(f"{what}: its checkpoint {uri} holds no state dict ({type(state).__name__})")
     return state
-
-
-def load_into(model: torch.nn.Module, uri: str, run_dir: Path, what: str) -> None:
-    """``model`` given the weights of the checkpoint ``uri`` (:func:`read_state`, then :func:`put_state`)."""
-    put_state(model, read_state(uri, run_dir, what), uri, what)
 
 
 def put_state(model: torch.nn.Module, state: dict[str, torch.Tensor], uri: str, what: str) -> None:

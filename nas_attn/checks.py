@@ -94,41 +94,38 @@ def check_address(address: str | None, flag: str = "--address") -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise NasAttnError(f"{flag} {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
-    _connect(host, int(port), f"{flag} {address}", "no Ray cluster answers there")
-    _speaks_http2(host, int(port), f"{flag} {address}")
-
-
-def _connect(host: str, port: int, what: str, why: str) -> None:
-    try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
-    except OSError as exc:
-        raise NasAttnError(f"{what}: {why} ({exc.strerror or exc})") from None
+    _probe_gcs(host, int(port), f"{flag} {address}")
 
 
 #: HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113 section 3.4)
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
-def _speaks_http2(host: str, port: int, what: str) -> None:
-    """Ray's GCS is a gRPC server, so it answers HTTP/2's preface with a SETTINGS frame first (RFC 9113 3.4).
+def _probe_gcs(host: str, port: int, what: str) -> None:
+    """The port must accept a connection, and answer HTTP/2's preface with a SETTINGS frame first (RFC 9113
+    3.4), as Ray's GCS, a gRPC server, does.
 
     One exchange by hand: grpc's own channel cannot tell a port that is not HTTP/2 (an HTTP/1 server, SSH) from
     a transient failure (it retries until its timeout), and it would go through an HTTP proxy, which Ray's
     clients do not. A silent port is refused after :data:`PROBE_TIMEOUT_S`. A cluster with TLS
     (``RAY_USE_TLS``) speaks TLS first: only the connection is checked there."""
-    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-        return
-    answer, failure = b"", None
     try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+        sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S)
+    except OSError as exc:
+        raise NasAttnError(f"{what}: no Ray cluster answers there ({exc.strerror or exc})") from None
+    answer, failure = b"", None
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        try:
             sock.sendall(_HTTP2_PREFACE)
             while len(answer) < 9:  # a frame header: length (3 bytes), type, flags, stream (4)
                 part = sock.recv(9 - len(answer))
                 if not part:
                     break
                 answer += part
-    except OSError as exc:  # a timeout (a silent port) or a reset
-        failure = "nothing" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        except OSError as exc:  # a timeout (a silent port) or a reset
+            failure = "nothing" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
     if len(answer) == 9 and answer[3] == 0x4:
         return
     heard = repr(answer[:40].decode("ascii", "replace").split("\r")[0]) if answer else failure or "nothing"

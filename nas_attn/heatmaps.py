@@ -167,7 +167,7 @@ def heatmaps_command(run_dir: str | Path, trials: list[int] | None, n: int,
         raise NasAttnError(f"{run_dir}: no complete trial to make heatmaps of")
     found = [find_trial(run_dir, t) for t in trials]
     for f in found:  # a damaged checkpoint told before torch is imported or test images are read
-        check_checkpoint(f.checkpoint, f.run_dir, f"{f.run_dir}: trial {f.trial}", f.arch.to_json())
+        check_checkpoint(f.checkpoint, f.run_dir, f"{f.run_dir}: trial {f.trial}", f.arch)
     arch = found[0].arch
     images = HeatmapImages.load(run_dir)
     if images is None or len(images.labels) != n:

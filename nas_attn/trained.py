@@ -64,7 +64,7 @@ def model_of(found: TrialWeights) -> torch.nn.Module:
     from nas_attn.checkpoints import put_state, read_state
 
     what = f"{found.run_dir}: trial {found.trial}"
-    state = read_state(found.checkpoint, found.run_dir, what, found.arch.to_json())
+    state = read_state(found.checkpoint, found.run_dir, what, found.arch)
     model = build_model(found.arch)
     put_state(model, state, found.checkpoint, what)
     return model.eval()

@@ -80,19 +80,18 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     from ray import tune
 
     where: dict[str, Any] = {}
-    give_back_memory()  # also what a trial stopped early (Tune's SystemExit, which keeps its frames) left behind
+    # here, not on the way out: a trial that Tune stops leaves through SystemExit, whose frames hold its tensors
+    give_back_memory()
     try:
         _prepare(context)
         device, where = _placement(context.threads)
         _train_and_report(TrialConfig.from_config(config), context, device, where, t0)
     except Exception as exc:  # recorded as a failed trial with its reason and traceback; the search goes on
         tune.report(failure_report(exc, where).to_result())
-    finally:
-        give_back_memory()
 
 
 def give_back_memory() -> None:
-    """Return the trial's freed heap to the system before Tune reuses this worker for the next trial.
+    """Return what the worker's last trial freed to the system before this one starts (Tune reuses workers).
 
     glibc keeps freed memory in its heaps; without this a reused worker starts each trial from the last one's
     high-water mark (scripts/bench_search.py measures the peaks). ``malloc_trim`` is glibc's (no library

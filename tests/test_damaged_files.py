@@ -15,7 +15,6 @@ from nas_attn.checkpoints import (
     DIGEST,
     WEIGHTS,
     check_checkpoint,
-    load_into,
     put_state,
     read_state,
     save_checkpoint,
@@ -28,7 +27,7 @@ def test_intact_weights_load(tmp_path):
     (tmp_path / "ckpt").mkdir()
     torch.save(model.state_dict(), tmp_path / "ckpt" / WEIGHTS)
     other = torch.nn.Linear(3, 2)
-    load_into(other, "ckpt", tmp_path, "trial 0")
+    put_state(other, read_state("ckpt", tmp_path, "trial 0"), "ckpt", "trial 0")
     assert torch.equal(other.weight, model.weight)
 
 
@@ -41,7 +40,7 @@ def test_every_random_byte_string_is_one_damaged_line(tmp_path):
         rng = random.Random(seed)
         path.write_bytes(rng.randbytes(rng.choice([0, 1, 7, 64, 4096])))
         with pytest.raises(NasAttnError, match=r"^trial 0: its checkpoint ckpt is damaged \(model.pt is not the zip"):
-            load_into(torch.nn.Linear(3, 2), "ckpt", tmp_path, "trial 0")
+            put_state(torch.nn.Linear(3, 2), read_state("ckpt", tmp_path, "trial 0"), "ckpt", "trial 0")
 
 
 def test_every_zip_of_random_pickle_bytes_is_one_damaged_line(tmp_path):
@@ -59,7 +58,7 @@ def test_every_zip_of_random_pickle_bytes_is_one_damaged_line(tmp_path):
             z.writestr("model/data.pkl", rng.randbytes(rng.choice([1, 7, 64, 4096])))
             z.writestr("model/version", "3\n")
         with pytest.raises(NasAttnError, match=r"^trial 0: its checkpoint ckpt is damaged \(") as info:
-            load_into(torch.nn.Linear(3, 2), "ckpt", tmp_path, "trial 0")
+            put_state(torch.nn.Linear(3, 2), read_state("ckpt", tmp_path, "trial 0"), "ckpt", "trial 0")
         assert "\n" not in str(info.value)
         kinds.add(str(info.value).split("(", 1)[1][:20])
     assert len(kinds) > 1  # several ways of failing were met, each turned into the one line
@@ -69,7 +68,7 @@ def test_a_zip_that_is_not_a_state_dict_is_refused(tmp_path):
     (tmp_path / "ckpt").mkdir()
     torch.save([1, 2, 3], tmp_path / "ckpt" / WEIGHTS)
     with pytest.raises(NasAttnError, match="holds no state dict"):
-        load_into(torch.nn.Linear(3, 2), "ckpt", tmp_path, "trial 0")
+        put_state(torch.nn.Linear(3, 2), read_state("ckpt", tmp_path, "trial 0"), "ckpt", "trial 0")
 
 
 def _saved(tmp_path, name: str, arch: Arch, seed: int = 0) -> Path:
@@ -88,7 +87,7 @@ ULSAM = Arch.from_dict({"backbone": "mobilenetv2", "placements": [{"position": 1
 def test_a_trials_checkpoint_is_written_with_its_digest_and_loads(tmp_path):
     folder = _saved(tmp_path, "ckpt", VANILLA)
     assert sorted(p.name for p in folder.iterdir()) == [ARCH, WEIGHTS, DIGEST]
-    state = read_state("ckpt", tmp_path, "trial 0", VANILLA.to_json())
+    state = read_state("ckpt", tmp_path, "trial 0", VANILLA)
     model = torch.nn.Linear(3, 2)
     put_state(model, state, "ckpt", "trial 0")
     assert torch.equal(model.weight, torch.load(folder / WEIGHTS)["weight"])
@@ -110,7 +109,7 @@ def test_weights_that_differ_from_their_digest_are_one_line(tmp_path, damage):
     (folder / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(NasAttnError, match=r"^trial 0: its checkpoint ckpt is damaged \(model.pt is not the file "
                                            r"written: its sha256 differs from model.pt.sha256\)$"):
-        read_state("ckpt", tmp_path, "trial 0", VANILLA.to_json())
+        read_state("ckpt", tmp_path, "trial 0", VANILLA)
 
 
 def test_another_archs_checkpoint_folder_is_one_line(tmp_path):
@@ -118,8 +117,8 @@ def test_another_archs_checkpoint_folder_is_one_line(tmp_path):
     _saved(tmp_path, "ckpt", ULSAM)
     with pytest.raises(NasAttnError, match=r"^trial 0: its checkpoint ckpt is another arch's \(arch.json names "
                                            r"14:1 ulsam, not the trial's vanilla\)$"):
-        read_state("ckpt", tmp_path, "trial 0", VANILLA.to_json())
-    read_state("ckpt", tmp_path, "trial 0", ULSAM.to_json())  # its own arch reads
+        read_state("ckpt", tmp_path, "trial 0", VANILLA)
+    read_state("ckpt", tmp_path, "trial 0", ULSAM)  # its own arch reads
 
 
 def test_a_missing_weights_file_is_one_line(tmp_path):
@@ -136,8 +135,8 @@ def test_checking_a_checkpoint_imports_no_torch(tmp_path, case):
     if case == "damaged":
         (folder / WEIGHTS).write_bytes(b"x")
     code = ("import sys; from pathlib import Path; from nas_attn.checkpoints import check_checkpoint\n"
-            "from nas_attn.errors import NasAttnError\n"
-            f"try:\n    check_checkpoint('ckpt', Path({str(tmp_path)!r}), 'trial 0', {VANILLA.to_json()!r})\n"
+            "from nas_attn.arch import Arch; from nas_attn.errors import NasAttnError\n"
+            f"try:\n    check_checkpoint('ckpt', Path({str(tmp_path)!r}), 'trial 0', Arch.from_json({VANILLA.to_json()!r}))\n"
             "    print('passed')\n"
             "except NasAttnError as e:\n    print(e)\n"
             "print('torch' in sys.modules, 'timm' in sys.modules)")
