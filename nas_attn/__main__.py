@@ -22,14 +22,22 @@ def _positions(args) -> None:
         print(positions_markdown(rows))
         return
     print(f"{args.backbone} (width {args.width}, input {args.input_size}, small_input {args.small_input})")
-    print(f"{'pos':>4} {'kind':<22} {'in':>5} {'out':>5} {'stride':>6} {'side':>5}  ops")
+    named = any(p.name for p in rows)  # an automatically numbered model: each position's module path
+    width = max([len(p.name) for p in rows] + [6]) + 1 if named else 0
+    print(f"{'pos':>4} {'module' if named else '':<{width}}{'kind':<22} {'in':>5} {'out':>5} {'stride':>6} "
+          f"{'side':>5}  ops")
     for p in rows:
-        print(f"{p.index:>4} {p.kind:<22} {p.in_channels:>5} {p.out_channels or '':>5} {p.stride:>6} {p.side:>5}  "
-              f"{', '.join(p.ops) or '-'}")
+        print(f"{p.index:>4} {p.name:<{width}}{p.kind:<22} {p.in_channels:>5} {p.out_channels or '':>5} "
+              f"{p.stride:>6} {p.side:>5}  {', '.join(p.ops) or '-'}")
 
 
 def positions_markdown(rows: list) -> str:
     """A markdown table of positions (``docs/numbering.md`` is made of these)."""
+    if any(p.name for p in rows):
+        lines = ["| pos | module | kind | in → out | stride | side | ops |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
+        return "\n".join(lines + [f"| {p.index} | `{p.name}` | {p.kind} | {p.in_channels} → {p.out_channels} | "
+                                  f"{p.stride} | {p.side} | {', '.join(p.ops)} |" for p in rows])
     lines = ["| pos | kind | in → out | stride | side | ops |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {p.index} | {p.kind} | {p.in_channels} → {p.out_channels or 'classes'} | {p.stride} | {p.side} | "
               f"{', '.join(p.ops) or '-'} |" for p in rows]
@@ -43,6 +51,8 @@ def _backbones(args) -> None:
         b = get_backbone(name)
         extras = (["width"] if b.has_width else []) + ([f"variant {'/'.join(b.variants)}"] if b.variants else [])
         print(f"{name:<18} {len(b.positions()):>3} positions  {', '.join(extras) or '-':<24} {b.reference}")
+    print("and any CNN, numbered automatically: timm:<model>, torchvision:<model>, py:<package.module>:<factory> "
+          "(docs/numbering.md, \"Any CNN\")")
 
 
 def _complexity(args) -> None:

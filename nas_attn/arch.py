@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.backbones import OPS, Backbone, Position, get_backbone
+from nas_attn.backbones.library import is_library_name, numbering_digest
 from nas_attn.errors import ArchError, ModuleConfigError
 from nas_attn.modules import check_options, check_positions, get_entry, resolve_groups
 
@@ -87,6 +88,8 @@ class Arch:
         num_classes, input_size, in_chans: classifier outputs, input side in pixels, input channels.
         small_input: the family's variant for 28–64 px inputs (early downsampling removed).
         placements: the attention modules placed in the backbone.
+        backbone_args: keyword arguments of a ``timm:``, ``torchvision:`` or ``py:`` backbone's factory
+            (``{"drop_rate": 0.1}``); written to JSON only when set.
     """
 
     backbone: str
@@ -97,14 +100,17 @@ class Arch:
     small_input: bool = False
     placements: list[Placement] = field(default_factory=list)
     variant: str | None = None
+    backbone_args: dict[str, Any] = field(default_factory=dict)
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"backbone": self.backbone}
         if self.variant is not None:
             d["variant"] = self.variant
+        if self.backbone_args:
+            d["backbone_args"] = dict(self.backbone_args)
         d.update({f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("backbone", "variant", "placements")})
+                  if f.name not in ("backbone", "variant", "placements", "backbone_args")})
         d["placements"] = [p.to_dict() for p in self.placements]
         return d
 
@@ -152,6 +158,8 @@ class Arch:
             placements.append(d)
         d = {"backbone": self.backbone, "variant": self.resolved_variant(), "width": float(self.width),
              "small_input": self.small_input, "placements": placements}
+        if self.backbone_args:
+            d["backbone_args"] = self.backbone_args
         return json.dumps(d, sort_keys=True)
 
     def short(self) -> str:
@@ -162,7 +170,16 @@ class Arch:
     def positions(self) -> list[Position]:
         """The backbone's positions at this arch's settings (validates the settings first)."""
         family = self._validate_settings()
-        return family.positions(self.input_size, self.width, self.small_input, self.in_chans)
+        return family.positions(self.input_size, self.width, self.small_input, self.in_chans,
+                                args=self.backbone_args)
+
+    def numbering_record(self) -> dict[str, Any] | None:
+        """``backbone``, ``positions`` (how many) and ``digest`` of a library backbone's automatic numbering at
+        this arch's settings (what a run's manifest keeps); ``None`` for a hand-written family."""
+        if not is_library_name(self.backbone):
+            return None
+        positions = self.positions()
+        return {"backbone": self.backbone, "positions": len(positions), "digest": numbering_digest(positions)}
 
     def resolved_variant(self) -> str | None:
         """``variant``, or the family's default variant when it is ``None``."""
@@ -209,6 +226,7 @@ class Arch:
 
     def _validate_settings(self) -> Backbone:
         family = get_backbone(self.backbone)
+        family.check_settings(self.small_input, self.backbone_args)
         _check_int(self, "num_classes", 1, 1_000_000)
         _check_int(self, "input_size", 8, MAX_INPUT_SIZE)
         _check_int(self, "in_chans", 1, 1024)

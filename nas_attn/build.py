@@ -27,11 +27,10 @@ def build_model(arch: Arch) -> nn.Module:
         ArchError: the arch is invalid, or a module refuses an option value; the message names the placement.
     """
     positions = {p.index: p for p in arch.validate()}
-    from nas_attn.backbones.nets.common import InsertAfter, attach_inside, attach_parallel  # imports torch
 
     family = get_backbone(arch.backbone)
     settings = BuildSettings(arch.num_classes, arch.in_chans, float(arch.width), arch.small_input,
-                             arch.resolved_variant())
+                             arch.resolved_variant(), arch.input_size, tuple(sorted(arch.backbone_args.items())))
     net = family.build(settings)
     placed = []
     for i, pl in order_for_build(arch):
@@ -40,16 +39,9 @@ def build_model(arch: Arch) -> nn.Module:
         except ModuleConfigError as exc:
             raise ArchError(f"placement {i} ({pl.short()}): {exc}") from None
         placed.append((pl, module))
-        k = pl.position - 1
-        if pl.op == "substitute":
-            net.layers[k] = module
-        elif pl.op == "inside":
-            net.layers[k] = attach_inside(net.layers[k], module)
-        elif pl.op == "parallel":
-            net.layers[k] = attach_parallel(net.layers[k], module)
-        else:
-            net.layers[k] = InsertAfter(net.layers[k], module)
+        family.place(net, settings, pl.position, pl.op, module)
     # each placement and the module it built, where it sits in the model (for heatmaps at its output); a plain
     # tuple, so not registered as submodules: state dicts and traced or exported models are unchanged
     net.placed = tuple(placed)
+    net.features_path = family.features_path(net, settings)
     return net

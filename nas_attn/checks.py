@@ -33,7 +33,7 @@ def check_before_data(options: SearchOptions, space: SearchSpace, run: RunFolder
                   "$RAY_ADDRESS")
     check_subsets(space)
     check_data_files(options, space)
-    check_resume_flags(options, run, run.read_manifest() if run.resuming else None)
+    check_resume_flags(options, run, run.read_manifest() if run.resuming else None, space)
     check_constraints(space)
 
 
@@ -177,7 +177,8 @@ def _head(path: Path, n: int) -> bytes:
 
 # -- the run folder -------------------------------------------------------------------------------------
 
-def check_resume_flags(options: SearchOptions, run: RunFolder, manifest: Manifest | None) -> None:
+def check_resume_flags(options: SearchOptions, run: RunFolder, manifest: Manifest | None,
+                       space: SearchSpace | None = None) -> None:
     """A resumed run keeps its storage and its budget: flags that say otherwise are refused, not ignored."""
     if not run.resuming or not manifest:
         return
@@ -199,10 +200,24 @@ def check_resume_flags(options: SearchOptions, run: RunFolder, manifest: Manifes
     if options.epochs is not None and epochs is not None and options.epochs != epochs:
         raise NasAttnError(f"--epochs {options.epochs}: run {run.path.name} trains {epochs} epochs a trial; a "
                            f"resume keeps them (start a new run for another number)")
+    check_numbering(space, run, manifest)
     seed = manifest.dataset.seed if manifest.dataset else None
     if options.seed is not None and seed is not None and options.seed != seed:
         raise NasAttnError(f"--seed {options.seed}: run {run.path.name} started with seed {seed} (its split and "
                            f"its trials' seeds); a resume keeps it")
+
+
+def check_numbering(space: SearchSpace | None, run: RunFolder, manifest: Manifest) -> None:
+    """A library backbone numbered otherwise than when the run started (another timm or torchvision) would
+    put the recorded trials' placements elsewhere: the resume is refused."""
+    recorded = manifest.numbering
+    now = space.base.numbering_record() if space is not None and recorded else None
+    if now and now["digest"] != recorded.get("digest"):
+        old = manifest.versions or {}
+        raise NasAttnError(f"run {run.path.name} numbered {recorded.get('backbone')} as {recorded.get('positions')} "
+                           f"positions (digest {recorded.get('digest')}, timm {old.get('timm')}, torchvision "
+                           f"{old.get('torchvision')}); here it has {now['positions']} (digest {now['digest']}): "
+                           "resume with the versions it started with, or start a new run")
 
 
 # -- constraints ----------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ class TrialHeatmaps:
 def target_layers(model) -> list[tuple[str, Any]]:
     """(label, module) of each layer a trial's heatmaps are taken at: the last feature layer, then each placed
     module (``build_model`` records them) under its placement's short form."""
-    return [(FEATURES, model.layers[-1])] + [(pl.short(), module) for pl, module in getattr(model, "placed", ())]
+    placed = [(pl.short(), module) for pl, module in getattr(model, "placed", ())]
+    return [(FEATURES, model.get_submodule(model.features_path))] + placed
 
 
 def compute_heatmaps(model, trial: int, images: HeatmapImages) -> TrialHeatmaps:

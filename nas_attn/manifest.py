@@ -46,6 +46,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
                       "concurrency": res.concurrency, "cluster": {"CPU": res.cluster_cpus, "GPU": res.cluster_gpus}},
         "status": "running", "arch": manifest.arch or plan.options.given_arch(),  # a resume trains what it started
         "recipe_changes": plan.options.recipe_changes() or None,
+        "numbering": space.base.numbering_record(),
         "attempts": [*attempts, Attempt(command=_shown_command(), started=now())],
     })
     write_atomic(plan.run.manifest_path, manifest.to_json())

@@ -278,6 +278,9 @@ class Manifest(_Persisted):
     arch: str | None = None
     #: ``nas-attn train``: the ``--recipe`` settings it started with (a resume must give the same)
     recipe_changes: dict[str, Any] | None = None
+    #: a ``timm:``/``torchvision:``/``py:`` backbone's automatic numbering: ``backbone``, ``positions`` (how
+    #: many), ``digest`` (:func:`nas_attn.backbones.library.numbering_digest`); a resume must number alike
+    numbering: dict[str, Any] | None = None
 
     @field_validator("arch")
     @classmethod

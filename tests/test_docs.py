@@ -21,6 +21,14 @@ def test_numbering_tables_are_what_the_code_computes(backbone):
     assert positions_markdown(Arch(backbone, input_size=size).positions()) in text
 
 
+@pytest.mark.parametrize("backbone", ["timm:resnet18", "timm:efficientnet_b0", "timm:convnext_atto",
+                                      "timm:regnetx_002", "torchvision:densenet121"])
+def test_the_automatic_numbering_examples_are_what_the_code_computes(backbone):
+    text = (DOCS / "numbering.md").read_text()
+    assert f"`nas-attn positions {backbone} --input-size 224`" in text
+    assert positions_markdown(Arch(backbone, input_size=224).positions()) in text
+
+
 def test_every_module_is_documented():
     from nas_attn.modules import list_modules
 

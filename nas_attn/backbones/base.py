@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nas_attn.errors import ArchError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -44,7 +46,8 @@ class LayerSpec:
 class Position:
     """A numbered layer at a given input size, with the ops legal there.
 
-    ``side`` is the side of the layer's output map; ``ops`` is empty for a classifier head.
+    ``side`` is the side of the layer's output map; ``ops`` is empty for a classifier head. ``name`` is the
+    module path of an automatically numbered position (``layer1.0``), empty for a hand-written family.
     """
 
     index: int
@@ -54,28 +57,33 @@ class Position:
     stride: int
     side: int
     ops: tuple[str, ...]
+    name: str = ""
 
     @property
     def substitutable(self) -> bool:
         return "substitute" in self.ops
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "index": self.index, "kind": self.kind, "in_channels": self.in_channels,
             "out_channels": self.out_channels, "stride": self.stride, "side": self.side,
             "ops": list(self.ops),
         }
+        return {**d, "name": self.name} if self.name else d
 
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """The arch settings a family builds its model from (``variant`` is already resolved)."""
+    """The arch settings a family builds its model from (``variant`` is already resolved; ``args`` are a
+    library backbone's keyword arguments)."""
 
     num_classes: int
     in_chans: int
     width: float
     small_input: bool
     variant: str | None
+    input_size: int = 224
+    args: tuple[tuple[str, Any], ...] = ()
 
 
 def out_side(side: int, stride: int, padded: bool = True) -> int:
@@ -124,8 +132,23 @@ class Backbone(ABC):
         is position k."""
         return importlib.import_module(self.net_module).build(self, settings)
 
+    def check_settings(self, small_input: bool, args: Any) -> None:
+        """Raise :class:`~nas_attn.errors.ArchError` for settings this family does not take."""
+        if args:
+            raise ArchError(f"arch: backbone_args are for timm:, torchvision: and py: backbones; {self.name} "
+                            "takes none")
+
+    def place(self, net: nn.Module, settings: BuildSettings, position: int, op: str, module: nn.Module) -> None:
+        """Put attention ``module`` at numbered ``position`` of ``net`` (built by :meth:`build`) by ``op``."""
+        importlib.import_module("nas_attn.backbones.nets.common").place(net, position, op, module)
+
+    def features_path(self, net: nn.Module, settings: BuildSettings) -> str:
+        """The path in ``net`` of its last numbered layer (where a trial's heatmaps of the features are taken)."""
+        return f"layers.{len(net.layers) - 1}"
+
     def positions(
-        self, input_size: int = 224, width: float = 1.0, small_input: bool = False, in_chans: int = 3
+        self, input_size: int = 224, width: float = 1.0, small_input: bool = False, in_chans: int = 3,
+        args: dict[str, Any] | None = None,
     ) -> list[Position]:
         """Every numbered position with its channels, output side at ``input_size`` and legal ops."""
         side = out_side(input_size, self.stem_stride(small_input))

@@ -95,6 +95,19 @@ def attach_parallel(layer: nn.Module, module: nn.Module) -> nn.Module:
     raise TypeError(f"no residual branch in {type(layer).__name__}")
 
 
+def place(net: NumberedNet, position: int, op: str, module: nn.Module) -> None:
+    """Put ``module`` at ``layers[position - 1]`` of a hand-written family's net by ``op``."""
+    k = position - 1
+    if op == "substitute":
+        net.layers[k] = module
+    elif op == "inside":
+        net.layers[k] = attach_inside(net.layers[k], module)
+    elif op == "parallel":
+        net.layers[k] = attach_parallel(net.layers[k], module)
+    else:
+        net.layers[k] = InsertAfter(net.layers[k], module)
+
+
 def stem_conv(in_chans: int, out_chans: int, kernel_size: int, stride: int) -> nn.Conv2d:
     """A bias-free stem conv padded by kernel // 2, as torchvision's and timm's stems (for ``in_chans`` and
     ``small_input``)."""
