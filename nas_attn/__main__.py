@@ -21,8 +21,9 @@ def _positions(args) -> None:
     if args.markdown:
         print(positions_markdown(rows))
         return
-    print(f"{args.backbone} (width {args.width}, input {args.input_size}, small_input {args.small_input})")
     named = any(p.name for p in rows)  # an automatically numbered model: each position's module path
+    settings = f"width {args.width}, input {args.input_size}, small_input {args.small_input}"
+    print(f"{args.backbone} ({f'input {args.input_size}, in_chans {args.in_chans}' if named else settings})")
     width = max([len(p.name) for p in rows] + [6]) + 1 if named else 0
     print(f"{'pos':>4} {'module' if named else '':<{width}}{'kind':<22} {'in':>5} {'out':>5} {'stride':>6} "
           f"{'side':>5}  ops")

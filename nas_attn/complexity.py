@@ -45,7 +45,8 @@ def complexity(arch: Arch) -> dict[str, int]:
     The model is built on the ``meta`` device, so no memory is allocated and nothing is computed.
 
     Raises:
-        ArchError: the arch is invalid (found before torch is imported).
+        ArchError: the arch is invalid (found before torch is imported, except for a ``timm:``,
+            ``torchvision:`` or ``py:`` backbone, whose positions come from its model).
     """
     arch.validate()
     import torch

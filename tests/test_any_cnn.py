@@ -56,19 +56,72 @@ def test_every_op_builds_counts_and_exports_to_onnx_like_pytorch(backbone, place
 
 
 def test_parallel_beside_an_identity_shortcut_adds_the_module_of_the_input_before_the_activation():
-    """act(F(x) + x + A(x)): with A's output forced to zero the block is the vanilla block, and A reads x."""
+    """relu(F(x) + x + A(x)): with SE's gate forced open A(x) = x, so the block gives relu(F(x) + 2x), which
+    A added after the activation (relu(F(x) + x) + x) would not."""
     torch.manual_seed(0)
-    vanilla = build_model(Arch(USER, num_classes=10, input_size=28))
-    torch.manual_seed(0)  # the same draws for the backbone: the module is made after it
     placed = build_model(Arch(USER, num_classes=10, input_size=28, placements=[Placement(2, "se", "parallel")]))
     attention = placed.placed[0][1]
-    seen = []
-    attention.register_forward_hook(lambda m, args, out: seen.append(args[0]))
-    torch.nn.init.zeros_(attention.fc2.weight), torch.nn.init.constant_(attention.fc2.bias, -1e4)  # gate → 0
-    x = torch.randn(2, 3, 28, 28)
-    vanilla.eval(), placed.eval()
-    assert torch.allclose(placed(x), vanilla(x), atol=1e-5)
-    assert torch.equal(seen[0], vanilla.stem(x))  # A read the block's input
+    torch.nn.init.zeros_(attention.fc2.weight), torch.nn.init.constant_(attention.fc2.bias, 1e4)  # gate → 1
+    placed.eval()
+    x = placed.stem(torch.randn(2, 3, 28, 28))
+    block = placed.blocks[0].block
+    branch = block.bn2.end(block.conv2(block.relu(block.bn1(block.conv1(x)))))
+    assert torch.allclose(placed.blocks[0](x), torch.relu(branch + 2 * x), atol=1e-5)
+    assert not torch.allclose(torch.relu(branch + x) + x, torch.relu(branch + 2 * x), atol=1e-3)
+
+
+def test_the_branch_end_is_a_module_that_returned_it_before_the_sum():
+    """A branch that ends in a tensor function (a gate) has no module to wrap: the in-place sum and ReLU after
+    it keep its id, and the ReLU, which returned that tensor after the sum, is not taken for the branch end. A
+    module called twice (a shared ReLU) is not wrapped, so a module inserted there runs once."""
+    positions = Arch("py:user_cnn:shared_relu_cnn", num_classes=10, input_size=16).positions()
+    assert [(p.name, p.ops) for p in positions] == [
+        ("stem", ("insert",)), ("block", ("insert", "substitute")), ("gated", ("insert", "substitute"))]
+    vanilla = complexity(Arch("py:user_cnn:shared_relu_cnn", num_classes=10, input_size=16))
+    one = complexity(Arch("py:user_cnn:shared_relu_cnn", num_classes=10, input_size=16,
+                          placements=[Placement(1, "eca")]))
+    with torch.device("meta"):
+        from nas_attn.modules import create
+        eca = sum(p.numel() for p in create("eca", 8).parameters())
+    assert one["params"] == vanilla["params"] + eca
+
+
+def test_inside_and_parallel_take_the_first_and_the_last_module_of_the_branch_end():
+    """With drop-path, timm's BasicBlock returns bn2's output through DropPath: inside goes after bn2 (before the
+    drop, where timm's SE slot is), parallel after DropPath (A(x) is not dropped with the branch)."""
+    from nas_attn.backbones.nets.auto import numbering
+
+    units = numbering("timm:resnet18", 64, 3, {"drop_path_rate": 0.1})
+    last = units[-1].residual  # the first block's rate is 0: it has no DropPath
+    assert last.branch == "layer4.1.bn2" and last.beside == "layer4.1.drop_path"
+
+
+@pytest.mark.parametrize("args,why", [
+    ({"num_classes": 5}, "num_classes cannot be given there"),
+    ({"pretrained": True}, "pretrained cannot be given there"),
+    ({"act_layer": object()}, "must hold JSON values only"),
+])
+def test_backbone_args_the_arch_sets_or_json_cannot_hold_are_refused(args, why):
+    with pytest.raises(ArchError, match=why):
+        Arch("timm:resnet18", backbone_args=args).validate()
+
+
+def test_a_resume_that_numbers_the_backbone_otherwise_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from nas_attn.checks import check_numbering
+    from nas_attn.errors import NasAttnError
+    from nas_attn.records import Manifest
+    from nas_attn.space import load_space
+
+    space = load_space(str(write_space(tmp_path / "s.yaml", USER_SPACE)))
+    run = SimpleNamespace(path=tmp_path / "run1")
+    now = space.base.numbering_record()
+    assert now["positions"] == 4 and len(now["digest"]) == 16
+    check_numbering(space, run, Manifest(numbering=now))  # the same numbering: nothing to say
+    check_numbering(space, run, Manifest())  # a run of a hand-written family, or an older manifest
+    with pytest.raises(NasAttnError, match="run run1 numbered py:user_cnn:small_cnn as 4 positions"):
+        check_numbering(space, run, Manifest(numbering={**now, "digest": "0" * 16}, versions={"timm": "0.9"}))
 
 
 @pytest.mark.parametrize("name,why", [
@@ -81,6 +134,7 @@ def test_parallel_beside_an_identity_shortcut_adds_the_module_of_the_input_befor
     ("py:no_such_module:f", "cannot import no_such_module"),
     ("py:user_cnn:missing", "user_cnn has no missing"),
     ("py:user_cnn", "expected py:<package.module:factory>"),
+    ("py:user_cnn_broken:f", "cannot import user_cnn_broken (ZeroDivisionError: division by zero)"),
 ])
 def test_a_model_that_cannot_be_numbered_is_one_line_exit_2(name, why):
     with pytest.raises(ArchError, match=why.replace("(", r"\(").replace(")", r"\)")):

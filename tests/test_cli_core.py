@@ -55,7 +55,8 @@ def test_positions_of_a_variant_and_as_markdown():
 
 def test_backbones_and_modules_lists():
     r = _run("backbones")
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 17
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 17 + 1  # the families, then the library prefixes
+    assert r.stdout.splitlines()[-1].startswith("and any CNN, numbered automatically: timm:<model>")
     assert "drn_c_26" in r.stdout and "21,126,584" in r.stdout
     r = _run("modules")
     line = next(x for x in r.stdout.splitlines() if x.startswith("nonlocal "))

@@ -9,7 +9,8 @@ The list is chosen by a rule, not by what passes (docs/numbering.md, "Any CNN"):
 
 For each model that is numbered: its vanilla parameters and multiply-adds equal the library model's; one SE
 module at a legal position of each op changes them by exactly the module's own (minus what it substitutes);
-the first model of each family, if under :data:`REAL_FORWARD_PARAMS`, is also built for real and run forward. A model that is refused must be
+the first model of each family, if under :data:`REAL_FORWARD_PARAMS`, is also built on the CPU (its counts
+those of the meta-device build) and run forward with its modules placed. A model that is refused must be
 refused for one of :data:`DOCUMENTED_REFUSALS`. The counts at the end say how many were numbered.
 """
 
@@ -27,7 +28,7 @@ torchvision = pytest.importorskip("torchvision")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from nas_attn.arch import Arch, Placement  # noqa: E402
-from nas_attn.backbones.nets.auto import meta_model  # noqa: E402
+from nas_attn.backbones.nets.auto import library_model, meta_model  # noqa: E402
 from nas_attn.build import build_model  # noqa: E402
 from nas_attn.complexity import complexity, count_flops, count_params  # noqa: E402
 from nas_attn.errors import ArchError  # noqa: E402
@@ -60,7 +61,7 @@ def torchvision_models() -> list[str]:
 
 
 def first_of_each_family() -> set[str]:
-    firsts = {f"timm:{sorted(timm.list_models(module=fam))[0]}" for fam in TIMM_CNN_FAMILIES}
+    firsts = {f"timm:{n}" for fam in TIMM_CNN_FAMILIES for n in sorted(timm.list_models(module=fam))[:1]}
     return firsts | {name for name in torchvision_models() if name.endswith(("18", "_t", "0_5", "v2", "_b0", "_400mf",
                                                                                   "1_0", "11", "alexnet", "googlenet"))}
 
@@ -142,6 +143,8 @@ def test_a_library_cnn_is_numbered_and_counted_exactly_or_refused_by_the_rule(na
         with_modules = Arch(name, num_classes=10, input_size=size, placements=placed)
         assert complexity(with_modules) == {"params": expected_params, "flops": expected_flops}, placed
         if name in FIRSTS and expected_params < REAL_FORWARD_PARAMS:
+            real = library_model(name, 10, 3, {})  # built on the CPU, as the library builds it: not on meta
+            assert (count_params(real), count_flops(real, (1, 3, size, size))) == library_counts(name, size)
             torch.manual_seed(0)
             out = build_model(with_modules).eval()(torch.randn(1, 3, size, size))
             assert out.shape == (1, 10) and torch.isfinite(out).all()

@@ -140,7 +140,9 @@ class Backbone(ABC):
 
     def place(self, net: nn.Module, settings: BuildSettings, position: int, op: str, module: nn.Module) -> None:
         """Put attention ``module`` at numbered ``position`` of ``net`` (built by :meth:`build`) by ``op``."""
-        importlib.import_module("nas_attn.backbones.nets.common").place(net, position, op, module)
+        from nas_attn.backbones.nets import common
+
+        common.place(net, position, op, module)
 
     def features_path(self, net: nn.Module, settings: BuildSettings) -> str:
         """The path in ``net`` of its last numbered layer (where a trial's heatmaps of the features are taken)."""

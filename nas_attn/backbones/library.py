@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,9 @@ PREFIXES = {"timm:": "a timm model name", "torchvision:": "a torchvision.models 
             "py:": "package.module:factory"}
 _PY_NAME = re.compile(r"^py:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
 _LIB_NAME = re.compile(r"^(timm|torchvision):([A-Za-z0-9_.\-]+)$")
-_AUTO = "nas_attn.backbones.nets.auto"
+#: keyword arguments the arch sets itself, or that would load weights
+RESERVED_ARGS = {"num_classes", "in_chans", "weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                 "checkpoint_path"}
 
 
 def is_library_name(name: object) -> bool:
@@ -43,7 +44,7 @@ class LibraryBackbone(Backbone):
     """
 
     has_width = False
-    net_module = _AUTO
+    net_module = "nas_attn.backbones.nets.auto"
 
     def __init__(self, name: str) -> None:
         m = _LIB_NAME.match(name) or _PY_NAME.match(name)
@@ -66,15 +67,19 @@ class LibraryBackbone(Backbone):
         return list(_numbered(self.name, input_size, in_chans, _frozen(args)))
 
     def build(self, settings: BuildSettings) -> nn.Module:
-        return importlib.import_module(_AUTO).create_model(self, settings)
+        from nas_attn.backbones.nets import auto
+
+        return auto.create_model(self, settings)
 
     def place(self, net: nn.Module, settings: BuildSettings, position: int, op: str, module: nn.Module) -> None:
-        auto = importlib.import_module(_AUTO)
+        from nas_attn.backbones.nets import auto
+
         units = auto.numbering(self.name, settings.input_size, settings.in_chans, dict(settings.args))
         auto.place(net, units[position - 1], op, module)
 
     def features_path(self, net: nn.Module, settings: BuildSettings) -> str:
-        auto = importlib.import_module(_AUTO)
+        from nas_attn.backbones.nets import auto
+
         return auto.numbering(self.name, settings.input_size, settings.in_chans, dict(settings.args))[-1].paths[-1]
 
     def check_settings(self, small_input: bool, args: Any) -> None:
@@ -82,7 +87,16 @@ class LibraryBackbone(Backbone):
             raise ArchError(f"arch: small_input applies to the hand-written families only; {self.name} is built "
                             "as its library builds it")
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-            raise ArchError(f"arch: backbone_args must be an object of keyword arguments, got {args!r}")
+            raise ArchError(f"arch: backbone_args must be an object of keyword arguments, got {args!r}"[:300])
+        reserved = sorted(set(args) & RESERVED_ARGS)
+        if reserved:
+            raise ArchError(f"arch: backbone_args: {', '.join(reserved)} cannot be given there (num_classes and "
+                            "in_chans come from the dataset; weights are not loaded: a search trains from scratch)")
+        try:
+            json.dumps(args)
+        except (TypeError, ValueError):
+            raise ArchError("arch: backbone_args must hold JSON values only (numbers, strings, lists, "
+                            "objects)") from None
 
 
 def numbering_digest(positions: list[Position]) -> str:
@@ -99,7 +113,8 @@ def _frozen(args: dict[str, Any] | None) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _numbered(name: str, input_size: int, in_chans: int, args: str) -> tuple[Position, ...]:
-    auto = importlib.import_module(_AUTO)
+    from nas_attn.backbones.nets import auto
+
     units = auto.numbering(name, input_size, in_chans, json.loads(args))
     return tuple(Position(i, u.kind, u.in_channels, u.out_channels, u.stride, u.side, u.ops(), name=u.paths[0])
                  for i, u in enumerate(units, 1))

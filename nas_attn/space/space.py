@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from nas_attn.arch import Arch, Placement
+from nas_attn.backbones.library import is_library_name
 from nas_attn.errors import NasAttnError, SpaceError, validation_message
 from nas_attn.modules import get_entry, list_modules
 from nas_attn.recipe import Recipe
@@ -208,7 +209,7 @@ class SearchSpace:
         """The arch is trained with the stem it names; one made for other sizes is worth a line at start-up (a
         paper's ImageNet arch at 32 px keeps its early downsampling: 1 px before the last stage)."""
         small = arch.input_size <= SMALL_INPUT_MAX
-        if arch.small_input == small:
+        if arch.small_input == small or is_library_name(arch.backbone):  # a library model has one stem
             return ()
         named, made = ("ImageNet", "224 px") if small else ("small-input", f"{SMALL_INPUT_MAX} px or less")
         return (f"--arch names the {named} stem (small_input {str(arch.small_input).lower()}), made for {made}, "

@@ -43,3 +43,46 @@ def not_a_model(num_classes: int = 10):
 
 def raises(num_classes: int = 10):
     raise RuntimeError("the user's factory failed")
+
+
+class GatedBlock(nn.Module):
+    """A residual block whose branch ends in a tensor function (a learned gate), not a module; the sum and its
+    activation are in place: no module makes the branch's end, so ``inside`` and ``parallel`` are not legal."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.gate = nn.Parameter(nn.init.ones_(torch_empty(channels)))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.conv2(self.conv(x)) * self.gate.view(1, -1, 1, 1)
+        y += x
+        return self.act(y)
+
+
+def torch_empty(n: int):
+    import torch
+
+    return torch.empty(n)
+
+
+class SharedReLUCNN(nn.Module):
+    """One ReLU module used after the stem and after the first block: a module called twice is not wrapped."""
+
+    def __init__(self, num_classes: int, in_chans: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, 8, 3, 1, 1)
+        self.relu = nn.ReLU()
+        self.block = nn.Conv2d(8, 8, 3, 1, 1)
+        self.gated = GatedBlock(8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.block(self.relu(self.stem(x))))
+        return self.fc(self.gated(x).mean((2, 3)))
+
+
+def shared_relu_cnn(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
+    return SharedReLUCNN(num_classes, in_chans)

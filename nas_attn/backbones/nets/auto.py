@@ -21,11 +21,13 @@ The rule, applied to one recorded forward pass (:mod:`nas_attn.backbones.nets.tr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import importlib
 import inspect
 import json
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -36,18 +38,29 @@ from torch import nn
 from nas_attn.backbones.nets.trace import Call, Trace, record
 from nas_attn.errors import ArchError
 
+#: what torch says when a map has shrunk to nothing (a pool or conv larger than its input)
+COLLAPSED = ("too small", "output size is too small", "non-positive", "greater than 0", "kernel size can't be greater")
 #: tensor functions that add (the residual addition: ``a + b``, ``a += b``, ``torch.add``)
 ADDS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 
 
 @dataclass(frozen=True)
 class Residual:
-    """Where a unit's residual addition gets its operands: the branch's last module, the shortcut module
-    (``None`` for the identity), and whether an activation follows the addition."""
+    """Where a unit's residual addition gets its operands.
+
+    Attributes:
+        branch: the first module that returned the branch's final tensor (``inside`` goes right after it:
+            before a drop-path that passes the tensor on, as timm's SE slot sits).
+        beside: the last module that returned it (``parallel`` on an identity shortcut followed by an
+            activation adds A(x) after it: after a drop-path, so that A is not dropped with the branch).
+        shortcut: the shortcut module, ``None`` for the identity.
+        activated: an activation follows the addition.
+    """
 
     branch: str
     shortcut: str | None
     activated: bool
+    beside: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,8 @@ def number(model: nn.Module, input_size: int, in_chans: int) -> list[Unit]:
 
 
 def forward_failure(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "too small" in text or "size" in text.lower() and ("0" in text or "negative" in text):
+    text = first_line(exc)
+    if any(phrase in text.lower() for phrase in COLLAPSED):
         return f"a map collapses to nothing: {text[:160]}"
     return f"{type(exc).__name__}: {text[:160]}"
 
@@ -189,6 +202,8 @@ class _Numbering:
         for path, dense in self.items():
             if self.ends_trunk(path):
                 break
+            if self.trace.calls[path].times > 1:  # a module called twice (a shared ReLU): nothing wraps it
+                continue
             if self.holds_conv(path):
                 groups.append([(path, dense)])
             elif groups:
@@ -211,12 +226,12 @@ class _Numbering:
         """The residual addition of block ``path``: the last addition of two tensors in its forward after
         which only functions of the sum alone (an activation, in place or not) lead to its output."""
         call = self.trace.calls[path]
-        inside = [op for op in self.trace.ops if path in op.within]
-        for i in range(len(inside) - 1, -1, -1):
-            add = inside[i]
+        inside = [(i, op) for i, op in enumerate(self.trace.ops) if path in op.within]
+        for k in range(len(inside) - 1, -1, -1):
+            at, add = inside[k]
             if add.name not in ADDS or len(add.inputs) != 2:
                 continue
-            tensor, after = add.output, inside[i + 1:]
+            tensor, after = add.output, [op for _, op in inside[k + 1:]]
             if any(op.inputs != (tensor,) for op in after):
                 return None
             for op in after:
@@ -225,32 +240,34 @@ class _Numbering:
                 return None
             a, b = add.inputs
             for branch, shortcut in ((a, b), (b, a)):
-                found = self._branch_and_shortcut(path, call, branch, shortcut)
+                found = self._branch_and_shortcut(path, call, branch, shortcut, at)
                 if found is not None:
-                    return Residual(found[0], found[1], activated=bool(after))
+                    return found if not after else dataclasses.replace(found, activated=True)
             return None
         return None
 
-    def outermost_maker(self, path: str, tensor: int) -> str | None:
-        """The outermost module inside ``path`` that returned ``tensor`` (an Identity or a container may
-        return what an inner module made: what wraps the outermost one wraps them all)."""
-        inside = [m for m in self.trace.makers.get(tensor, ()) if m.startswith(path + ".")]
-        return min(inside, key=lambda m: m.count("."), default=None)
+    def makers(self, path: str, tensor: int, before: int) -> list[str]:
+        """The outermost modules inside ``path``, each called once, that returned ``tensor`` before op number
+        ``before`` ran, in the order their calls ended (an Identity or a container may return what an inner
+        module made: what wraps the outermost wraps them all)."""
+        calls = self.trace.calls
+        found = [m for m in self.trace.makers.get(tensor, ()) if m.startswith(path + ".") and calls[m].times == 1
+                 and 0 <= calls[m].ended <= before]
+        depth = min((m.count(".") for m in found), default=0)
+        return sorted((m for m in found if m.count(".") == depth), key=lambda m: calls[m].ended)
 
-    def _branch_and_shortcut(self, path: str, call: Call, branch: int, shortcut: int) -> tuple[str, str | None] | None:
+    def _branch_and_shortcut(self, path: str, call: Call, branch: int, shortcut: int, at: int) -> Residual | None:
         x = call.inputs[0] if call.inputs else None
-        if shortcut == x:
-            short = None
-        else:
-            short = self.outermost_maker(path, shortcut)
-            if short is None or x not in self.trace.calls[short].inputs:
+        short = None
+        if shortcut != x:
+            shorts = self.makers(path, shortcut, at)
+            if not shorts or x not in self.trace.calls[shorts[-1]].inputs:
                 return None
-        end = self.outermost_maker(path, branch)
-        if end is None or end == short or branch == x:
+            short = shorts[-1]
+        ends = [m for m in self.makers(path, branch, at) if m != short]
+        if not ends or branch == x or call.out_is_tuple or self.trace.calls[ends[0]].out_shape != call.out_shape:
             return None
-        if self.trace.calls[end].out_shape != call.out_shape if not call.out_is_tuple else True:
-            return None
-        return end, short
+        return Residual(ends[0], short, activated=False, beside=ends[-1])
 
 
 # -- models ---------------------------------------------------------------------------------------------------
@@ -292,11 +309,13 @@ def _torchvision_model(model_name: str, num_classes: int, in_chans: int, args: d
 def _user_model(target: str, num_classes: int, in_chans: int, args: dict[str, Any]) -> nn.Module:
     module_name, _, factory_name = target.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except ImportError as exc:
-        raise NumberingError(f"cannot import {module_name} ({exc})") from None
-    except AttributeError:
-        raise NumberingError(f"{module_name} has no {factory_name}") from None
+        with torch.device("cpu"):  # what the module makes as it is imported stays a real tensor
+            module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: any error of its import, in one line
+        raise NumberingError(f"cannot import {module_name} ({type(exc).__name__}: {first_line(exc)})") from None
+    factory = getattr(module, factory_name, None)
+    if factory is None:
+        raise NumberingError(f"{module_name} has no {factory_name}")
     if not callable(factory):
         raise NumberingError(f"{target} is not callable")
     accepted = _accepted(factory)
@@ -323,7 +342,15 @@ def _called(what: str, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
     try:
         return fn(*args, **kwargs)
     except Exception as exc:  # the factory's own error, in one line
-        raise NumberingError(f"{what} raised {type(exc).__name__}: {str(exc).strip()[:200]}") from None
+        error = NumberingError(f"{what} raised {type(exc).__name__}: {first_line(exc)}")
+        # a builder that computes its layout with tensors fails on the meta device (torchvision's RegNets)
+        error.needs_cpu = torch.get_default_device().type == "meta" and "meta" in str(exc).lower()
+        raise error from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _close(name: str, names: list[str]) -> str:
@@ -354,10 +381,15 @@ def meta_model(name: str, num_classes: int, in_chans: int, args: dict[str, Any])
         with torch.device("meta"):
             return library_model(name, num_classes, in_chans, args)
     except NumberingError as exc:
-        if "meta tensor" not in str(exc) and "meta" not in str(exc).split(":")[-1]:
+        if not getattr(exc, "needs_cpu", False):
             raise
-    with torch.device("cpu"), _registered_on_meta():
+    with _PATCHING, torch.device("cpu"), _registered_on_meta():
         return library_model(name, num_classes, in_chans, args)
+
+
+#: one patch of nn.Module at a time (another thread building a model meanwhile would get meta parameters too;
+#: the numbering runs in the thread that validates an arch)
+_PATCHING = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -428,7 +460,8 @@ class Then(nn.Module):
 class BesideIdentity(nn.Module):
     """A block with an identity shortcut and an activation after its sum, given op ``parallel``:
     ``act(F(x) + x + A(x))``. ``A(x)`` is added to the branch's last output (what ``branch`` names inside the
-    block) — the only place before the activation — so the block's own code is not touched."""
+    block) — the only place before the activation — so the block's own code is not touched. It hands A(x) to
+    that module for the length of one call: not re-entrant, and not for activation checkpointing."""
 
     def __init__(self, block: nn.Module, branch: str, attention: nn.Module) -> None:
         super().__init__()
@@ -471,5 +504,5 @@ def place(model: nn.Module, unit: Unit, op: str, module: nn.Module) -> None:
     elif not unit.residual.activated:
         put(unit.paths[0], ParallelAttention(get(unit.paths[0]), module))
     else:
-        branch = unit.residual.branch.removeprefix(unit.paths[0] + ".")
-        put(unit.paths[0], BesideIdentity(get(unit.paths[0]), branch, module))
+        beside = unit.residual.beside.removeprefix(unit.paths[0] + ".")
+        put(unit.paths[0], BesideIdentity(get(unit.paths[0]), beside, module))

@@ -38,6 +38,9 @@ class Call:
     out_shape: tuple[int, ...] | None = None
     out_is_tuple: bool = False
     times: int = 1
+    #: how many tensor functions had run when the (first) call returned: a module whose call ended after an
+    #: op cannot have made that op's operands (an in-place op after it keeps their ids)
+    ended: int = -1
 
 
 @dataclass
@@ -104,6 +107,8 @@ def record(model: nn.Module, example: torch.Tensor) -> Trace:
         trace.stack.pop()
         call = trace.calls[path]
         outs = tensors_in(output)
+        if call.times == 1:
+            call.ended = len(trace.ops)
         if call.times == 1 and outs:
             trace.keep += outs
             call.output, call.out_shape = id(outs[0]), tuple(outs[0].shape)

@@ -1,0 +1,3 @@
+"""A user module that fails as it is imported."""
+
+RATIO = 1 / 0
