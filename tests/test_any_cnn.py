@@ -222,3 +222,12 @@ def test_a_users_own_cnn_is_searched_end_to_end(tmp_path):
     assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-2000:]
     assert "numbered py:user_cnn:small_cnn as 4 positions" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_the_numbering_is_the_same_in_another_process():
+    """Deterministic for a given library version: a fresh process computes the same digest."""
+    here = Arch("timm:efficientnet_b0", num_classes=10, input_size=64).numbering_record()
+    code = ("import json; from nas_attn import Arch; "
+            "print(json.dumps(Arch('timm:efficientnet_b0', num_classes=10, input_size=64).numbering_record()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env(), cwd=REPO)
+    assert r.returncode == 0 and json.loads(r.stdout) == here == {**here, "positions": 18}
