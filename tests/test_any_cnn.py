@@ -134,6 +134,7 @@ def test_a_resume_that_numbers_the_backbone_otherwise_is_refused(tmp_path):
     ("py:no_such_module:f", "cannot import no_such_module"),
     ("py:user_cnn:missing", "user_cnn has no missing"),
     ("py:user_cnn", "expected py:<package.module:factory>"),
+    ("timm:resnet18\n", "expected timm:<a timm model name>"),
     ("py:user_cnn_broken:f", "cannot import user_cnn_broken (ZeroDivisionError: division by zero)"),
 ])
 def test_a_model_that_cannot_be_numbered_is_one_line_exit_2(name, why):

@@ -47,7 +47,7 @@ class LibraryBackbone(Backbone):
     net_module = "nas_attn.backbones.nets.auto"
 
     def __init__(self, name: str) -> None:
-        m = _LIB_NAME.match(name) or _PY_NAME.match(name)
+        m = _LIB_NAME.fullmatch(name) or _PY_NAME.fullmatch(name)  # fullmatch: "$" would let a final newline in
         if m is None:
             prefix = next(p for p in PREFIXES if name.startswith(p))
             raise ArchError(f"backbone {name!r}: expected {prefix}<{PREFIXES[prefix]}>")
