@@ -13,7 +13,12 @@ from nas_attn.arch import Arch, Placement
 from nas_attn.build import build_model
 from nas_attn.complexity import complexity
 from nas_attn.errors import ArchError, DataError, ModuleConfigError, NasAttnError, SpaceError
+from nas_attn.lean import leave_out_triton_if_asked as _leave_out_triton_if_asked
 from nas_attn.space import SearchSpace, load_space
+
+# before anything imports torch (the names above do not): a Ray worker of a search on a machine without a GPU
+# is told so by its environment (nas_attn/lean.py says why)
+_leave_out_triton_if_asked()
 
 # the version is written once, in pyproject.toml; the installed package's metadata carries it
 try:

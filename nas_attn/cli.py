@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nas_attn.dirs import user_cache
 from nas_attn.errors import NasAttnError
+from nas_attn.lean import leave_out_triton_without_gpu
 
 #: where the tracebacks of unexpected errors go (``$NAS_ATTN_LOG_DIR`` moves it)
 LOG_DIR = Path(os.environ.get("NAS_ATTN_LOG_DIR") or user_cache() / "logs")
@@ -59,6 +60,7 @@ def write_traceback_log(prog: str, text: str) -> Path | None:
 def run_cli(fn: Callable[[], int | None], prog: str, debug: bool | None = None) -> int:
     """Run ``fn`` and turn what it raises into one line on stderr and an exit status."""
     debug = debug_requested() if debug is None else debug
+    leave_out_triton_without_gpu()  # this process and the Ray workers it starts (nas_attn/lean.py)
     try:
         status = fn() or 0
         if sys.stdout is not None:  # output that cannot be written (a full disk) fails here, not in Python's exit

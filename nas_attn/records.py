@@ -87,6 +87,8 @@ class TrialReport:
         startup_s: trial start to its first training step, measured in the trial's process.
         train_s: trial start to the end of its last epoch.
         latency_ms: the arch's measured latency (``nas_attn.latency``), when an objective.
+        params, flops: the arch's counted cost (``nas_attn.complexity``), in every report after the trial built
+            it: where the driver did not count it, the searcher learns it from here.
     """
 
     epoch: EpochStats | None = None
@@ -102,6 +104,8 @@ class TrialReport:
     train_s: float | None = None
     #: median forward latency at batch 1 on the trial's device (only when a space asks for it)
     latency_ms: float | None = None
+    params: int | None = None
+    flops: int | None = None
 
     def to_result(self) -> dict[str, Any]:
         """The flat dictionary given to ``ray.tune.report`` (epoch figures at the top level)."""
@@ -122,20 +126,21 @@ class TrialReport:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """What the searcher hands a trial (Ray Tune's ``config``): the arch, its cost, its number and seed."""
+    """What the searcher hands a trial (Ray Tune's ``config``): the arch, its number and seed, and its cost where
+    the driver counted it (a space with ``max_flops`` or ``max_params``; else the trial counts it)."""
 
     arch: str  #: the arch as JSON
     trial_number: int
     seed: int
-    params: int
-    flops: int
+    params: int | None = None
+    flops: int | None = None
 
     def to_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrialConfig:
-        return cls(**{f.name: config[f.name] for f in fields(cls)})
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
 
 
 # -- what a run folder keeps: the trials' user attributes, manifest.json, front_eval.json -----------------------

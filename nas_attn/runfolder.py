@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -148,20 +149,35 @@ def git_commit() -> str | None:
 
 
 def versions() -> dict[str, str]:
+    """The versions of Python and of the libraries a run depends on, read from what is installed without
+    importing them: the driver of a search never imports torch otherwise (issue 23)."""
     from importlib.metadata import PackageNotFoundError, version
-
-    import optuna
-    import ray
-    import timm
-    import torch
-    import torchvision
 
     try:  # pyproject.toml's, as installed
         ours = version("nas-attn")
     except PackageNotFoundError:  # a source tree on sys.path, never installed
         ours = "0+unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "optuna": optuna.__version__, "ray": ray.__version__, "nas_attn": ours}
+    return {"python": platform.python_version(), **{name: _installed(name) for name in _LIBRARIES}, "nas_attn": ours}
+
+
+_LIBRARIES = ("torch", "torchvision", "timm", "optuna", "ray")
+
+
+def _installed(name: str) -> str | None:
+    """``name``'s ``__version__`` as importing it would give it: torch's and torchvision's carry the build
+    (``2.14.1+cu130``) in their ``version.py``, which their package metadata leaves out."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution(name)
+    except PackageNotFoundError:
+        return None
+    try:
+        text = Path(str(dist.locate_file(f"{name}/version.py"))).read_text()
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    except OSError:
+        found = None
+    return found.group(1) if found else dist.version
 
 
 def now() -> str:

@@ -5,7 +5,9 @@ uses only public APIs of both (Optuna's ask/tell, Tune's searcher and callback h
 
 - Archs over a constraint are told at once as complete with their violation (so that the sampler's
   ``constraints_func`` learns from them), recorded as infeasible, and never trained; another arch is
-  asked for instead.
+  asked for instead. An arch's params and FLOPs are counted here only when a constraint limits them;
+  otherwise its trial counts them and reports them with every epoch, and the driver never imports torch
+  to count.
 - Trials stopped early by ASHA are told PRUNED, never COMPLETE with their low-fidelity accuracy, so they
   never enter the front; trials that failed are told FAIL with their reason (and their traceback kept in
   the run folder).
@@ -49,7 +51,7 @@ class LiveTrial:
     """A trial handed to Tune and not told yet."""
 
     trial: optuna.Trial
-    cost: dict[str, int]
+    cost: dict[str, int] | None  #: ``None`` until the trial reports it (the driver did not count it)
     started: float
     history: list[EpochStats] = field(default_factory=list)
     restarts: int = 0
@@ -62,6 +64,7 @@ class StudySearcher(Searcher):
         study: the run's study (its sampler already set).
         encoding: how the space's choices are Optuna parameters.
         cost: ``arch -> {"params", "flops"}``; computed once per distinct arch here, and handed to the trial.
+            ``None``: the trials count and report it (a space whose constraints do not limit it).
         run: the run folder (tracebacks of failed trials go there).
         seed_base: a trial's seed is ``seed_base + its number``.
         epochs: the recipe's epochs (a trial that reports fewer was stopped early).
@@ -70,7 +73,7 @@ class StudySearcher(Searcher):
             Tune swallows exceptions raised in searcher hooks, so the driver is told and stops the search.
     """
 
-    def __init__(self, study: optuna.Study, encoding: Encoding, *, cost: Callable[[Arch], dict[str, int]],
+    def __init__(self, study: optuna.Study, encoding: Encoding, *, cost: Callable[[Arch], dict[str, int]] | None,
                  run: RunFolder, seed_base: int, epochs: int, storage_scheme: str | None = None,
                  on_failure: Callable[[Exception], None] | None = None) -> None:
         super().__init__(metric="val_acc", mode="max")
@@ -110,17 +113,16 @@ class StudySearcher(Searcher):
         reason = None
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
             trial, arch = self.encoding.ask(self.study)
-            cost = self.cost(arch)
+            cost = self.cost(arch) if self._cost_of is not None else None
             violation = self.encoding.space.violation(arch, cost)
-            TrialAttrs.set_on(trial, arch=arch.to_json(), params=cost["params"], flops=cost["flops"],
-                              tune_trial_id=trial_id)
+            TrialAttrs.set_on(trial, arch=arch.to_json(), tune_trial_id=trial_id, **(cost or {}))
             for name, value in violation.values.items():  # what the samplers learn feasibility from
                 trial.set_constraint(name, value)
             if violation.reason is None:
                 seed = self.seed_base + trial.number
                 TrialAttrs.set_on(trial, seed=seed)
                 self.live[trial_id] = LiveTrial(trial, cost, time.time())
-                return TrialConfig(arch.to_json(), trial.number, seed, cost["params"], cost["flops"]).to_config()
+                return TrialConfig(arch.to_json(), trial.number, seed, **(cost or {})).to_config()
             reason = violation.reason
             self._tell_infeasible(trial, cost, reason)
         self.too_tight = (f"{MAX_CONSECUTIVE_INFEASIBLE} consecutive sampled archs broke the constraints "
@@ -139,7 +141,15 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         live = self.live.get(trial_id)
         if live is not None:
-            self._note_epoch(live, TrialReport.from_result(result))
+            report = TrialReport.from_result(result)
+            self._note_cost(live, report)
+            self._note_epoch(live, report)
+
+    def _note_cost(self, live: LiveTrial, report: TrialReport) -> None:
+        """The cost the trial counted, where the driver did not count it."""
+        if live.cost is None and report.params is not None and report.flops is not None:
+            live.cost = {"params": report.params, "flops": report.flops}
+            TrialAttrs.set_on(live.trial, **live.cost)
 
     def _note_epoch(self, live: LiveTrial, report: TrialReport) -> None:
         epoch = report.epoch
@@ -183,6 +193,7 @@ class StudySearcher(Searcher):
         if report.disk_full:  # our disk, not the arch: never counted, run again by the resume
             self._disk_full(live, report)
             return
+        self._note_cost(live, report)
         self._note_epoch(live, report)
         status, reason, traceback = self._outcome(live, report, error)
         accs = [h.val_acc for h in live.history]
@@ -230,6 +241,8 @@ class StudySearcher(Searcher):
         if not report.completed or report.epoch is None:
             return (TrialStatus.PRUNED, f"stopped early by ASHA after {len(live.history)} of {self.epochs} epochs",
                     "")
+        if live.cost is None:  # an objective cannot be told without it (a trial of an older nas-attn, say)
+            return TrialStatus.FAILED, "the trial reported no params or FLOPs", ""
         return TrialStatus.COMPLETE, "", ""
 
     def _keep_traceback(self, number: int, text: str) -> str:

@@ -66,7 +66,8 @@ def _placement(threads: int) -> tuple[str, dict[str, str]]:
     return ("cuda" if gpu else "cpu"), where
 
 
-def _prepare(context: TrialContext) -> None:
+def prepare_worker(context: TrialContext) -> None:
+    """A worker's threads, and the modules the space imports (which register extra attention modules)."""
     import torch
 
     torch.set_num_threads(context.threads)
@@ -83,7 +84,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     # here, not on the way out: a trial that Tune stops leaves through SystemExit, whose frames hold its tensors
     give_back_memory()
     try:
-        _prepare(context)
+        prepare_worker(context)
         device, where = _placement(context.threads)
         _train_and_report(TrialConfig.from_config(config), context, device, where, t0)
     except Exception as exc:  # recorded as a failed trial with its reason and traceback; the search goes on
@@ -125,6 +126,7 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
     from nas_attn.train import train_arch
 
     arch = Arch.from_json(trial.arch)
+    where = {**where, **_cost(trial, arch)}
     if context.measure_latency:
         where = {**where, "latency_ms": _latency(arch, device)}
     startup: list[float] = []
@@ -146,6 +148,16 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
                memory_budget=memory_budget(context, device))
 
 
+def _cost(trial: TrialConfig, arch) -> dict[str, int]:
+    """The arch's params and FLOPs: the driver's count, or counted here where the driver did not need it
+    before training (which keeps torch out of the driver: nas_attn/searcher.py)."""
+    if trial.params is not None and trial.flops is not None:
+        return {"params": trial.params, "flops": trial.flops}
+    from nas_attn.complexity import complexity
+
+    return complexity(arch)
+
+
 def _latency(arch, device: str) -> float:
     from nas_attn.build import build_model
     from nas_attn.latency import measure_latency_ms
@@ -161,7 +173,7 @@ def evaluate_checkpoint(arch_json: str, uri: str, run_dir: str, context: TrialCo
     from nas_attn.checkpoints import load_weights
     from nas_attn.train import pick_device, test_accuracy
 
-    _prepare(context)
+    prepare_worker(context)
     device = pick_device()
     weights = load_weights(uri, Path(run_dir))
     scores = test_accuracy(Arch.from_json(arch_json), weights, context.data.open(), device,
@@ -174,7 +186,7 @@ def retrain(arch_json: str, context: TrialContext, seed: int) -> tuple[float, fl
     from nas_attn.arch import Arch
     from nas_attn.train import pick_device, test_accuracy, train_arch
 
-    _prepare(context)
+    prepare_worker(context)
     arch, splits, device = Arch.from_json(arch_json), context.data.open(), pick_device()
     budget = memory_budget(context, device.type)
     res = train_arch(arch, splits, context.recipe, seed=seed, device=device, keep_weights=True, memory_budget=budget)

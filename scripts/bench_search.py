@@ -9,6 +9,11 @@ without Ray or Optuna (the floor), in one run. Prints JSON (issue 23).
   ran a trial (a Ray worker whose title named the trainable; Tune reuses workers, so a figure is a process's,
   over the trials it ran), and of all the search's processes together (the largest sum of ``Pss`` seen, so
   that the memory-mapped cache and Ray's shared object store count once), sampled every 0.2 s;
+- where a worker's memory goes (``worker_memory``): in one fresh process, like a trial's, the peak resident
+  set after importing what a trial imports and building the run's largest arch, then the tensors one training
+  step of it saves for the backward pass at the recipe's batch; and each process's peak anonymous memory
+  (``RssAnon``: what one more packed trial costs, since the library pages in the resident set are shared with
+  every other process that maps them and stay in the page cache);
 - the floor = the same complete archs, recipe, split and device trained again by ``concurrency`` plain
   processes (``multiprocessing``, spawn) one after another, each with the threads a trial gets, without Ray
   or Optuna. Its ``wall_s`` counts from the pool's start (imports and data included, as a search's trials
@@ -30,11 +35,13 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nas_attn.lean import leave_out_triton_without_gpu
 from nas_attn.runfolder import MANIFEST, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,11 +59,19 @@ def main() -> None:
     ap.add_argument("--data-root")
     ap.add_argument("--no-floor", action="store_true", help="leave out the plain loop")
     args = ap.parse_args()
+    # as every nas-attn command does, so that the floor's processes (spawned: they inherit the environment)
+    # import what a search's trials import
+    figures_triton_out = leave_out_triton_without_gpu()
     with tempfile.TemporaryDirectory() as results:
         figures, run_figures = _search(args, results)
+        figures["triton_left_out"] = figures_triton_out
+        run = next(Path(results).glob("*/bench"))
+        figures["worker_memory"] = _in_fresh_process(_where_memory_goes, str(run), args.data_root,
+                                                     run_figures["threads"], run_figures["largest_arch"])
         if not args.no_floor:
-            figures["floor"] = _floor(args, next(Path(results).glob("*/bench")), run_figures)
+            figures["floor"] = _floor(args, run, run_figures)
             figures["search_over_floor_wall"] = round(figures["search_wall_s"] / figures["floor"]["wall_s"], 2)
+            figures["trials_over_floor_wall"] = round(figures["trials_wall_s"] / figures["floor"]["wall_s"], 2)
     print(json.dumps(figures, indent=2))
 
 
@@ -89,6 +104,11 @@ def _search(args, results: str) -> tuple[dict, dict]:
     machinery = done["wall_s"] - epoch_s.reindex(done.index).fillna(0)
     evaluation = (epoch_s - step_s).reindex(done.index).dropna()
     search_s = manifest.attempts[-1].search_s
+    # the trials' phase alone (the attempt's start -> the last trial recorded): the work the floor also does;
+    # the rest of search_s is the front's test measurement, its heatmaps and the tables, which the floor skips
+    ended = pd.to_datetime(done["started"]) + pd.to_timedelta(done["wall_s"].astype(float), unit="s")
+    began = datetime.fromisoformat(manifest.attempts[-1].started).astimezone().replace(tzinfo=None)  # Optuna's
+    trials_s = (ended.max() - pd.Timestamp(began)).total_seconds()  # times are naive local ones
     concurrency = manifest.resources["concurrency"]
     figures = {
         "space": args.space, "device": str(done["device"].iloc[0]), "machine": f"{platform.machine()}, "
@@ -104,14 +124,18 @@ def _search(args, results: str) -> tuple[dict, dict]:
         "per_trial_training_steps_s_median": round(float(step_s.median()), 2),
         "launch_to_first_step_s_median": round(float(np.nanmedian(done["launch_s"].astype(float))), 2),
         "in_process_startup_s_median": round(float(np.nanmedian(done["startup_s"].astype(float))), 2),
-        "search_wall_s": search_s, "trials_per_hour": round(len(done) / search_s * 3600, 1),
+        "search_wall_s": search_s, "trials_wall_s": round(trials_s, 1),
+        "after_trials_s": round(search_s - trials_s, 1),
+        "trials_per_hour": round(len(done) / search_s * 3600, 1),
         "whole_command_s": round(total_s, 1),
         "memory_mb": memory.figures(),
     }
     threads = max(1, int(float(manifest.resources["cpus_per_trial"])))
     archs = [(run / "archs" / f"{n}.json").read_text() for n in sorted(done[done["status"] == "complete"].index)]
     device = "cpu" if str(done["device"].iloc[0]).startswith("cpu") else "cuda"
+    largest = int(done[done["status"] == "complete"]["flops"].astype(float).idxmax())
     return figures, {"archs": archs, "threads": threads, "concurrency": concurrency, "device": device,
+                     "largest_arch": (run / "archs" / f"{largest}.json").read_text(),
                      "seeds": [int(done.loc[n, "seed"]) for n in sorted(done[done["status"] == "complete"].index)]}
 
 
@@ -121,6 +145,7 @@ class MemorySampler:
     def __init__(self, root: int, every_s: float = 0.2) -> None:
         self.root, self.every_s = root, every_s
         self.hwm_kb: dict[int, int] = {}
+        self.anon_kb: dict[int, int] = {}
         self.titles: dict[int, set[str]] = {}
         self.total_peak_kb = 0
         self._done = threading.Event()
@@ -142,18 +167,24 @@ class MemorySampler:
                 if not status:
                     continue
                 self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), status.get("VmHWM", 0))
+                self.anon_kb[pid] = max(self.anon_kb.get(pid, 0), status.get("RssAnon", 0))
                 total += _pss_kb(pid)
                 self.titles.setdefault(pid, set()).add(_title(pid))
             self.total_peak_kb = max(self.total_peak_kb, total)
             self._done.wait(self.every_s)
 
     def figures(self) -> dict:
-        workers = sorted(self.hwm_kb[p] for p, t in self.titles.items() if any(TRIAL_TITLE in x for x in t))
-        mb = [round(kb / PAGE_KB) for kb in workers]
+        workers = [p for p, t in self.titles.items() if any(TRIAL_TITLE in x for x in t)]
         return {"driver_peak": round(self.hwm_kb.get(self.root, 0) / PAGE_KB),
-                "trial_worker_peak": {"max": max(mb, default=None), "min": min(mb, default=None),
-                                      "each": mb},
+                "driver_anonymous_peak": round(self.anon_kb.get(self.root, 0) / PAGE_KB),
+                "trial_worker_peak": _spread(self.hwm_kb[p] for p in workers),
+                "trial_worker_anonymous_peak": _spread(self.anon_kb[p] for p in workers),
                 "all_processes_peak_sum": round(self.total_peak_kb / PAGE_KB)}
+
+
+def _spread(kbs) -> dict:
+    mb = sorted(round(kb / PAGE_KB) for kb in kbs)
+    return {"max": max(mb, default=None), "min": min(mb, default=None), "each": mb}
 
 
 def _tree(root: int) -> list[int]:
@@ -178,7 +209,8 @@ def _tree(root: int) -> list[int]:
 def _status(pid: int) -> dict[str, int]:
     try:
         with open(f"/proc/{pid}/status") as f:
-            return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if k == "VmHWM"}
+            return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)
+                    if k in ("VmHWM", "RssAnon")}
     except (OSError, ValueError):
         return {}
 
@@ -227,14 +259,26 @@ def _floor_worker(run: str, data_root: str | None, threads: int, device: str, jo
     import torch
 
     from nas_attn.arch import Arch
-    from nas_attn.plan import SearchOptions
-    from nas_attn.recipe import Recipe
-    from nas_attn.runfolder import read_manifest
-    from nas_attn.search import data_handle, load_search_data
-    from nas_attn.space import RunSettings, load_space
     from nas_attn.train import train_arch
 
     torch.set_num_threads(threads)
+    splits, recipe = _run_data(run, data_root)
+    arch_s, started = [], time.time()
+    for arch_json, seed in jobs:
+        t0 = time.time()
+        train_arch(Arch.from_json(arch_json), splits, recipe, seed=seed, device=device)
+        arch_s.append(round(time.time() - t0, 1))
+    return {"arch_s": arch_s, "started": started, "ended": time.time(),
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / PAGE_KB)}
+
+
+def _run_data(run: str, data_root: str | None):
+    """The run's training splits and recipe, opened as its trials open them."""
+    from nas_attn.plan import SearchOptions
+    from nas_attn.recipe import Recipe
+    from nas_attn.search import data_handle, load_search_data
+    from nas_attn.space import RunSettings, load_space
+
     manifest = read_manifest(Path(run) / MANIFEST)
     options = SearchOptions.from_flags(space=manifest.space_file, data_root=data_root, quiet=True)
     space = load_space(options.space)
@@ -243,15 +287,52 @@ def _floor_worker(run: str, data_root: str | None, threads: int, device: str, jo
     run_space = space.for_run(RunSettings(trials=budget.get("trials"), epochs=budget.get("epochs")),
                               cpu_budget=bool(budget.get("cpu_budget_applied")), num_classes=ds.num_classes,
                               in_chans=ds.in_chans)
-    splits = data_handle(ds, run_space).open()
-    recipe = Recipe(**manifest.recipe)
-    arch_s, started = [], time.time()
-    for arch_json, seed in jobs:
-        t0 = time.time()
-        train_arch(Arch.from_json(arch_json), splits, recipe, seed=seed, device=device)
-        arch_s.append(round(time.time() - t0, 1))
-    return {"arch_s": arch_s, "started": started, "ended": time.time(),
-            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / PAGE_KB)}
+    return data_handle(ds, run_space).open(), Recipe(**manifest.recipe)
+
+
+# -- where a worker's memory goes ---------------------------------------------------------------------------
+def _in_fresh_process(fn, *args):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _where_memory_goes(run: str, data_root: str | None, threads: int, arch_json: str) -> dict:
+    """Resident peak after what a trial imports and builds, then the tensors one training step saves."""
+    import torch
+
+    import nas_attn.trial  # noqa: F401  (what a trial worker imports)
+    from nas_attn.arch import Arch
+    from nas_attn.train import Trainer, batch_slices
+
+    torch.set_num_threads(threads)
+    splits, recipe = _run_data(run, data_root)
+    trainer = Trainer(Arch.from_json(arch_json), splits, recipe, torch.device("cpu"), recipe.seed)
+    imports_mb = _peak_mb()
+    order = torch.arange(len(trainer.train))
+    x, _ = next(iter(trainer.train.batches(order, batch_slices(len(trainer.train), trainer.batch_size, 1))))
+    saved: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
+        return t
+
+    trainer.model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        trainer.model(trainer.augment(x)).sum().backward()
+    return {"after_imports_model_and_data_mb": imports_mb,
+            "saved_for_backward_mb": round(sum(saved.values()) / 2**20),
+            "after_one_step_mb": _peak_mb(), "anonymous_after_one_step_mb": _status_mb("RssAnon"),
+            "batch_size": trainer.batch_size,
+            "triton_imported": sys.modules.get("triton") is not None}
+
+
+def _peak_mb() -> int:
+    return _status_mb("VmHWM")
+
+
+def _status_mb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return round(next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / PAGE_KB)
 
 
 if __name__ == "__main__":

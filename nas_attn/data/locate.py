@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from nas_attn.data.records import Dataset, DataSource, open_found
@@ -16,20 +18,24 @@ SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 _NATIVE_SIDE = {"fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
 
 
-def _fmnist_download(cache: Path) -> bool:
-    """torchvision's download into the user cache; ``False`` when offline (fails fast, no retries)."""
-    from torchvision.datasets import FashionMNIST
+#: torchvision's download, run in a child process: a search's driver does not import torchvision (nor torch) for
+#: it (issue 23), and an offline machine fails fast (5 s a connection, no retries)
+_FMNIST_DOWNLOAD = """
+import socket, sys
+from torchvision.datasets import FashionMNIST
+socket.setdefaulttimeout(5)
+for train in (True, False):
+    FashionMNIST(sys.argv[1], train=train, download=True)
+"""
 
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(5)
+
+def _fmnist_download(cache: Path) -> bool:
+    """torchvision's download into the user cache; ``False`` when offline or when it fails otherwise."""
     try:
-        for train in (True, False):
-            FashionMNIST(str(cache), train=train, download=True)
-        return True
-    except Exception:
+        done = subprocess.run([sys.executable, "-c", _FMNIST_DOWNLOAD, str(cache)], capture_output=True, check=False)
+    except OSError:
         return False
-    finally:
-        socket.setdefaulttimeout(old)
+    return done.returncode == 0
 
 
 def _locate_fmnist(data_root: Path | None, download: bool) -> str:

@@ -4,15 +4,20 @@ Imports Ray (through :mod:`nas_attn.front`): the driver imports this module only
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from nas_attn.data import Splits
+import ray
+from ray.exceptions import RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from nas_attn.errors import NasAttnError
 from nas_attn.front import evaluate_front, reevaluate_front
 from nas_attn.heatmaps import heatmap_trials, make_heatmaps
 from nas_attn.plan import SearchPlan
-from nas_attn.probes import heatmap_images
+from nas_attn.probes import HeatmapImages, heatmap_images
 from nas_attn.results import front_table, load_front_eval, trials_table
 from nas_attn.stopping import StopRequest
+from nas_attn.trial import TrialContext, prepare_worker
 
 
 def measure_front(plan: SearchPlan, study, context, say: Callable[[str], None], stop: StopRequest) -> None:
@@ -24,19 +29,37 @@ def measure_front(plan: SearchPlan, study, context, say: Callable[[str], None], 
                    say, stop)
     reevaluate_front(study, front, plan, context, say, stop)
     stop.check("the front is measured; its heatmaps were not made")
-    make_front_heatmaps(plan, study, context.data.open(), say)
+    make_front_heatmaps(plan, study, context, say)
 
 
-def make_front_heatmaps(plan: SearchPlan, study, splits: Splits, say: Callable[[str], None], images: int = 8) -> None:
-    """Grad-CAM heatmaps of the vanilla trial and the front on a few fixed test images (for the dashboard)."""
+def make_front_heatmaps(plan: SearchPlan, study, context: TrialContext, say: Callable[[str], None],
+                        images: int = 8) -> None:
+    """Grad-CAM heatmaps of the vanilla trial and the front on a few fixed test images (for the dashboard).
+
+    Drawn by a Ray task on the driver's node (it writes in the run folder, as the driver would), in a worker
+    that has imported torch already for the test measurement: the driver itself never imports torch, timm or
+    grad-cam for them (issue 23: the driver peaked 280 MB higher while it drew them)."""
     trials = heatmap_trials(trials_table(study))
     if not trials:
         return
+    splits = context.data.open()
     chosen = heatmap_images(splits.test, splits.mean, splits.std, plan.dataset.class_names,
                             plan.space.base.input_size, images)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(num_cpus=0, scheduling_strategy=here)(draw_heatmaps)  # no CPU: trials are over
     try:
-        make_heatmaps(plan.run.path, trials, chosen)
-    except NasAttnError as exc:  # e.g. weights on a worker's disk the driver cannot read: the rest stands
-        say(f"heatmaps: not made ({exc}); `nas-attn heatmaps {plan.run.path}` makes them where the weights are")
+        ray.get(task.remote(str(plan.run.path), trials, chosen, context))
+    except RayTaskError as exc:
+        if not isinstance(exc.cause, NasAttnError):
+            raise
+        # e.g. weights on a worker's disk this node cannot read: the rest stands
+        say(f"heatmaps: not made ({exc.cause}); `nas-attn heatmaps {plan.run.path}` makes them where the "
+            f"weights are")
         return
     say(f"heatmaps: trials {', '.join(map(str, trials))} on {images} test images in {plan.run.path.name}/heatmaps")
+
+
+def draw_heatmaps(run_dir: str, trials: list[int], images: HeatmapImages, context: TrialContext) -> None:
+    """The Ray task of :func:`make_front_heatmaps`."""
+    prepare_worker(context)
+    make_heatmaps(Path(run_dir), trials, images)

@@ -33,6 +33,10 @@ ENV_DEFAULTS = {
     # (smoke space, 4 trials a worker: 1.2 -> 2.0 GB); with two arenas its peak stays at 1.3 GB, at the same
     # speed (scripts/bench_search.py). A cluster's nodes get it from `ray start` (scripts/cluster*.yaml).
     "MALLOC_ARENA_MAX": "2",
+    # Tune's automatic loggers include TensorBoard's, whose tensorboardX imports torch into the driver (800 MB
+    # for event files nothing reads: the dashboard reads the study); its CSV and JSON loggers are added by
+    # nas_attn.search.tuning instead (issue 23)
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 #: environment a search sets whatever its value was: Tune installs its own SIGINT handler unless told not to,
 #: and the search's (nas_attn.stopping.StopRequest) must stay in place

@@ -4,6 +4,7 @@ module only once the input is checked."""
 from __future__ import annotations
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from nas_attn.complexity import complexity
@@ -21,7 +22,10 @@ def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finis
     if not remaining:
         return None
     space, res = plan.space, plan.resources
-    searcher = StudySearcher(study, encoding, cost=complexity, run=plan.run, seed_base=space.recipe.seed,
+    # counted here only where a constraint needs it before training; else each trial counts its own, and the
+    # driver never imports torch for it (issue 23: a driver under 800 MB)
+    searcher = StudySearcher(study, encoding, cost=complexity if space.counts_before_training else None, run=plan.run,
+                             seed_base=space.recipe.seed,
                              epochs=space.recipe.epochs, storage_scheme=plan.storage_scheme, on_failure=stop.fail)
     progress = Progress(study, space.trials, space.recipe.epochs, res.concurrency, finished,
                         mode="quiet" if plan.options.quiet else None)
@@ -35,7 +39,8 @@ def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finis
         run_config=tune.RunConfig(
             name=f"attempt-{attempt}", storage_path=plan.tune_root, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2), stop=stop,
-            callbacks=[StudyCallback(searcher), progress]),
+            # each trial's result.json and progress.csv, as Tune writes by default (its TensorBoard files: not)
+            callbacks=[StudyCallback(searcher), progress, CSVLoggerCallback(), JsonLoggerCallback()]),
     )
     try:
         tuner.fit()

@@ -139,15 +139,24 @@ class SearchSpace:
     def vanilla_possible(self) -> bool:
         return self.file.search.include_vanilla and all(NONE in p.modules for p in self.positions)
 
-    def violation(self, arch: Arch, cost: dict[str, int]) -> Violation:
-        """How far ``arch`` (with ``cost``, its params and flops) is over the constraints, relative to each limit."""
-        limits = [("flops", self.file.constraints.max_flops, cost["flops"]),
-                  ("params", self.file.constraints.max_params, cost["params"]),
-                  ("placements", self.file.search.max_placements, len(arch.placements))]
+    @property
+    def counts_before_training(self) -> bool:
+        """Whether an arch's params and FLOPs are counted before it is trained (by the driver): where a constraint
+        can refuse it, since a refused arch is told with its real cost and never trained. Otherwise each trial
+        counts its own."""
+        limits = (self.file.constraints.max_flops, self.file.constraints.max_params, self.file.search.max_placements)
+        return any(limit is not None for limit in limits)
+
+    def violation(self, arch: Arch, cost: dict[str, int] | None) -> Violation:
+        """How far ``arch`` (with ``cost``, its params and flops; ``None`` where the space has no constraints:
+        :attr:`counts_before_training`) is over the constraints, relative to each limit."""
+        limits = [("flops", self.file.constraints.max_flops), ("params", self.file.constraints.max_params),
+                  ("placements", self.file.search.max_placements)]
         values, reason = {}, None
-        for what, limit, value in limits:
+        for what, limit in limits:
             if limit is None:
                 continue
+            value = len(arch.placements) if what == "placements" else cost[what]
             values[f"max_{what}"] = value / limit - 1.0
             if value > limit and reason is None:
                 reason = (f"{what} {value / 1e6:.2f}M > max_{what} {limit / 1e6:.2f}M" if what == "flops"
