@@ -27,7 +27,7 @@ def _task(fn: Callable, plan: SearchPlan):
     return ray.remote(num_cpus=plan.resources.cpus_per_trial, num_gpus=plan.resources.gpus_per_trial)(fn)
 
 
-def _gather(refs: list, stop: StopRequest) -> None:
+def gather(refs: list, stop: StopRequest) -> None:
     """Wait for ``refs``, giving a stop request a chance every second (the tasks left are cancelled)."""
     pending = list(refs)
     while pending:
@@ -55,7 +55,7 @@ def evaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan, c
     task, shared = _task(evaluate_checkpoint, plan), ray.put(context)  # a handle: each task opens the cache
     refs = [(n, task.remote(a.arch, a.checkpoint, str(run_dir), shared)) for n, a in todo]
     try:
-        _gather([ref for _, ref in refs], stop)
+        gather([ref for _, ref in refs], stop)
     finally:  # also when stopped: what was measured is kept
         for number, ref in refs:
             if not ray.wait([ref], timeout=0)[0]:
@@ -82,7 +82,7 @@ def reevaluate_front(study: optuna.Study, front: pd.DataFrame, plan: SearchPlan,
                         for i in range(k)])
             for t in todo]
     for number, refs in jobs:
-        _gather(refs, stop)
+        gather(refs, stop)
         vals = np.array(ray.get(refs))
         spread = vals.std(0, ddof=1) if k > 1 else np.zeros(2)
         evals[number] = evals.get(number, FrontEval()).updated(reeval={

@@ -49,10 +49,16 @@ def leave_out_triton_without_gpu() -> bool:
     return leave_out_triton_if_asked()
 
 
+#: device files through which a GPU may be reached: CUDA, ROCm, WSL 2's GPU, a DRM render node (Intel's XPU,
+#: whose torch.compile kernels are Triton's too). Any of them keeps Triton: wrongly kept, it costs 100 MB;
+#: wrongly left out, it would break torch.compile on a GPU.
+GPU_DEVICE_PATTERNS = ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg", "/dev/dri/renderD*")
+
+
 def gpu_device_files() -> list[str]:
-    """The device files through which CUDA (``/dev/nvidia0``…) or ROCm (``/dev/kfd``) reach a GPU.
+    """The device files of :data:`GPU_DEVICE_PATTERNS` this machine has.
 
     Read from ``/dev`` because importing torch to ask it costs seconds and loads the very libraries this module
     keeps out; a GPU hidden by ``CUDA_VISIBLE_DEVICES`` still counts (a trial may be given it by Ray).
     """
-    return sorted(glob.glob("/dev/nvidia[0-9]*") + glob.glob("/dev/kfd"))
+    return sorted(path for pattern in GPU_DEVICE_PATTERNS for path in glob.glob(pattern))

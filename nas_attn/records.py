@@ -127,7 +127,8 @@ class TrialReport:
 @dataclass(frozen=True)
 class TrialConfig:
     """What the searcher hands a trial (Ray Tune's ``config``): the arch, its number and seed, and its cost where
-    the driver counted it (a space with ``max_flops`` or ``max_params``; else the trial counts it)."""
+    the driver counted it (a space with constraints: ``SearchSpace.counts_before_training``; else the trial
+    counts it)."""
 
     arch: str  #: the arch as JSON
     trial_number: int

@@ -148,7 +148,7 @@ def git_commit() -> str | None:
         return None
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | None]:
     """The versions of Python and of the libraries a run depends on, read from what is installed without
     importing them: the driver of a search never imports torch otherwise (issue 23)."""
     from importlib.metadata import PackageNotFoundError, version

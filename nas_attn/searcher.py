@@ -5,9 +5,9 @@ uses only public APIs of both (Optuna's ask/tell, Tune's searcher and callback h
 
 - Archs over a constraint are told at once as complete with their violation (so that the sampler's
   ``constraints_func`` learns from them), recorded as infeasible, and never trained; another arch is
-  asked for instead. An arch's params and FLOPs are counted here only when a constraint limits them;
-  otherwise its trial counts them and reports them with every epoch, and the driver never imports torch
-  to count.
+  asked for instead. An arch's params and FLOPs are counted here only when the space has a constraint
+  (``SearchSpace.counts_before_training``); otherwise its trial counts them and reports them with every
+  epoch, and the driver does not import torch to count.
 - Trials stopped early by ASHA are told PRUNED, never COMPLETE with their low-fidelity accuracy, so they
   never enter the front; trials that failed are told FAIL with their reason (and their traceback kept in
   the run folder).
@@ -129,10 +129,11 @@ class StudySearcher(Searcher):
                           f"(last: {reason}); loosen constraints or narrow the space")
         return Searcher.FINISHED
 
-    def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int], reason: str) -> None:
+    def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int] | None, reason: str) -> None:
         """Recorded and told, never trained: the worst accuracy, its real cost, and its violation (a latency
         that was never measured is told as infinite: the worst)."""
         TrialAttrs.set_on(trial, status=TrialStatus.INFEASIBLE.value, reason=reason)
+        assert cost is not None, "a space with constraints counts every arch before training"
         worst = {"val_acc": 0.0, "latency_ms": float("inf")}
         values = [worst[o] if o in worst else float(cost[o]) for o in self.encoding.space.objectives]
         self.study.tell(trial, values)

@@ -126,9 +126,10 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
     from nas_attn.train import train_arch
 
     arch = Arch.from_json(trial.arch)
-    where = {**where, **_cost(trial, arch)}
+    # in place: the failure report of run_trial carries what was counted and measured before a failure
+    where.update(_cost(trial, arch))
     if context.measure_latency:
-        where = {**where, "latency_ms": _latency(arch, device)}
+        where["latency_ms"] = _latency(arch, device)
     startup: list[float] = []
 
     def report(stats: EpochStats, model) -> None:

@@ -58,9 +58,12 @@ def test_asked_by_the_environment_a_worker_imports_no_triton_and_counts_the_same
 ])
 def test_the_rule_of_every_command(monkeypatch, devices, preset, expected_env, left_out):
     monkeypatch.setattr(lean, "gpu_device_files", lambda: devices)
-    monkeypatch.delitem(sys.modules, "triton", raising=False)  # restored after the test
+    # set, then removed: monkeypatch records both, so that the pytest process is as it was after the test
+    monkeypatch.setitem(sys.modules, "triton", sys.modules.get("triton"))
+    monkeypatch.delitem(sys.modules, "triton")
+    monkeypatch.setenv(lean.ENV, "unset")
     if preset is None:
-        monkeypatch.delenv(lean.ENV, raising=False)
+        monkeypatch.delenv(lean.ENV)
     else:
         monkeypatch.setenv(lean.ENV, preset)
     assert run_cli(lambda: 0, "nas-attn") == 0

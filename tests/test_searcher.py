@@ -146,3 +146,35 @@ def test_measured_latency_tells_a_heavy_model_from_a_light_one():
     heavy = torch.nn.Sequential(*[torch.nn.Conv2d(64 if i else 3, 64, 3, padding=1) for i in range(6)])
     fast, slow = (measure_latency_ms(m, (1, 3, 64, 64), "cpu", min_run_time=0.2) for m in (light, heavy))
     assert 0 < fast < slow
+
+
+def test_without_constraints_the_trial_counts_the_cost_and_the_searcher_records_it(tmp_path):
+    """A space without constraints: nothing is counted before training (the driver stays torch-free); the cost
+    a trial reports is recorded and told, also for a trial that fails after counting it (issue 23)."""
+    path = tmp_path / "free.yaml"
+    path.write_text(textwrap.dedent(SPACE.replace("constraints: {max_flops: MAXF}\n", "").replace("SAMPLER",
+                                                                                                  "random")))
+    space = load_space(str(path)).for_run(RunSettings(), cpu_budget=False, num_classes=10, in_chans=1)
+    assert not space.counts_before_training
+    study = optuna.create_study(directions=space.directions, sampler=make_sampler(space, 0))
+    searcher = StudySearcher(study, make_encoding(space), cost=None, run=RunFolder(tmp_path / "run", False),
+                             seed_base=100, epochs=2)
+    ids = ["done", "broken", "silent"]
+    configs = {i: TrialConfig.from_config(searcher.suggest(i)) for i in ids}
+    assert all(c.params is None and c.flops is None for c in configs.values())
+    costs = {i: complexity(Arch.from_json(c.arch)) for i, c in configs.items()}  # what each trial counts
+    searcher.on_trial_result("done", TrialReport(epoch=_epoch(1, 0.4), **costs["done"]).to_result())
+    searcher.on_trial_complete("done", TrialReport(epoch=_epoch(2, 0.6), completed=True,
+                                                   **costs["done"]).to_result())
+    searcher.on_trial_complete("broken", TrialReport(failed=True, reason="out of memory", **costs["broken"])
+                               .to_result())
+    searcher.on_trial_complete("silent", TrialReport(epoch=_epoch(2, 0.6), completed=True).to_result())
+    by_id = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    done = by_id["done"]
+    assert done.state == TrialState.COMPLETE and done.values == [0.6, costs["done"]["flops"]]
+    assert (done.user_attrs["params"], done.user_attrs["flops"]) == (costs["done"]["params"], costs["done"]["flops"])
+    assert by_id["broken"].state == TrialState.FAIL and by_id["broken"].user_attrs["flops"] == costs["broken"]["flops"]
+    silent = by_id["silent"]  # complete, but without the cost its objectives cannot be told
+    assert silent.state == TrialState.FAIL and "reported no params or FLOPs" in silent.user_attrs["reason"]
+    table = trials_table(study).set_index("trial")
+    assert table.loc[done.number, "flops"] == costs["done"]["flops"]

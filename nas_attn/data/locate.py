@@ -32,8 +32,9 @@ for train in (True, False):
 def _fmnist_download(cache: Path) -> bool:
     """torchvision's download into the user cache; ``False`` when offline or when it fails otherwise."""
     try:
-        done = subprocess.run([sys.executable, "-c", _FMNIST_DOWNLOAD, str(cache)], capture_output=True, check=False)
-    except OSError:
+        done = subprocess.run([sys.executable, "-c", _FMNIST_DOWNLOAD, str(cache)], capture_output=True, check=False,
+                              timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
 

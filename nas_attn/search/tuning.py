@@ -24,9 +24,9 @@ def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finis
     space, res = plan.space, plan.resources
     # counted here only where a constraint needs it before training; else each trial counts its own, and the
     # driver never imports torch for it (issue 23: a driver under 800 MB)
-    searcher = StudySearcher(study, encoding, cost=complexity if space.counts_before_training else None, run=plan.run,
-                             seed_base=space.recipe.seed,
-                             epochs=space.recipe.epochs, storage_scheme=plan.storage_scheme, on_failure=stop.fail)
+    searcher = StudySearcher(study, encoding, cost=complexity if space.counts_before_training else None,
+                             run=plan.run, seed_base=space.recipe.seed, epochs=space.recipe.epochs,
+                             storage_scheme=plan.storage_scheme, on_failure=stop.fail)
     progress = Progress(study, space.trials, space.recipe.epochs, res.concurrency, finished,
                         mode="quiet" if plan.options.quiet else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),

@@ -156,6 +156,8 @@ class SearchSpace:
         for what, limit in limits:
             if limit is None:
                 continue
+            if what != "placements" and cost is None:
+                raise ValueError(f"max_{what}: the arch's cost is needed (counts_before_training)")
             value = len(arch.placements) if what == "placements" else cost[what]
             values[f"max_{what}"] = value / limit - 1.0
             if value > limit and reason is None:
