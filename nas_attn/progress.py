@@ -216,8 +216,8 @@ class Progress(Callback):
         if report.failed or error:
             what = f"failed: {report.reason or 'its Ray worker was lost'}"
         elif report.completed and report.epoch is not None:
-            flops = report.flops if report.flops is not None else trial.config.get("flops")
-            what = f"val {report.epoch.val_acc:.4f}, " + (f"{flops / 1e6:.2f} MFLOPs" if flops else "- MFLOPs")
+            flops = f"{report.flops / 1e6:.2f}" if report.flops is not None else "-"  # every report carries it
+            what = f"val {report.epoch.val_acc:.4f}, {flops} MFLOPs"
         elif report.epoch is not None:
             what = f"stopped early at epoch {report.epoch.epoch} (val {report.epoch.val_acc:.4f})"
         else:

@@ -148,6 +148,10 @@ def git_commit() -> str | None:
         return None
 
 
+#: the libraries whose versions a run records
+_LIBRARIES = ("torch", "torchvision", "timm", "optuna", "ray")
+
+
 def versions() -> dict[str, str | None]:
     """The versions of Python and of the libraries a run depends on, read from what is installed without
     importing them: the driver of a search never imports torch otherwise (issue 23)."""
@@ -158,9 +162,6 @@ def versions() -> dict[str, str | None]:
     except PackageNotFoundError:  # a source tree on sys.path, never installed
         ours = "0+unknown"
     return {"python": platform.python_version(), **{name: _installed(name) for name in _LIBRARIES}, "nas_attn": ours}
-
-
-_LIBRARIES = ("torch", "torchvision", "timm", "optuna", "ray")
 
 
 def _installed(name: str) -> str | None:

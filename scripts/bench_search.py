@@ -61,10 +61,10 @@ def main() -> None:
     args = ap.parse_args()
     # as every nas-attn command does, so that the floor's processes (spawned: they inherit the environment)
     # import what a search's trials import
-    figures_triton_out = leave_out_triton_without_gpu()
+    triton_left_out = leave_out_triton_without_gpu()
     with tempfile.TemporaryDirectory() as results:
         figures, run_figures = _search(args, results)
-        figures["triton_left_out"] = figures_triton_out
+        figures["triton_left_out"] = triton_left_out
         run = next(Path(results).glob("*/bench"))
         figures["worker_memory"] = _in_fresh_process(_where_memory_goes, str(run), args.data_root,
                                                      run_figures["threads"], run_figures["largest_arch"])
@@ -307,7 +307,7 @@ def _where_memory_goes(run: str, data_root: str | None, threads: int, arch_json:
     torch.set_num_threads(threads)
     splits, recipe = _run_data(run, data_root)
     trainer = Trainer(Arch.from_json(arch_json), splits, recipe, torch.device("cpu"), recipe.seed)
-    imports_mb = _peak_mb()
+    imports_mb = _own_mb("VmHWM")
     order = torch.arange(len(trainer.train))
     x, _ = next(iter(trainer.train.batches(order, batch_slices(len(trainer.train), trainer.batch_size, 1))))
     saved: dict[tuple[int, int], int] = {}
@@ -321,18 +321,14 @@ def _where_memory_goes(run: str, data_root: str | None, threads: int, arch_json:
         trainer.model(trainer.augment(x)).sum().backward()
     return {"after_imports_model_and_data_mb": imports_mb,
             "saved_for_backward_mb": round(sum(saved.values()) / 2**20),
-            "after_one_step_mb": _peak_mb(), "anonymous_after_one_step_mb": _status_mb("RssAnon"),
+            "after_one_step_mb": _own_mb("VmHWM"), "anonymous_after_one_step_mb": _own_mb("RssAnon"),
             "batch_size": trainer.batch_size,
             "triton_imported": sys.modules.get("triton") is not None}
 
 
-def _peak_mb() -> int:
-    return _status_mb("VmHWM")
-
-
-def _status_mb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return round(next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / PAGE_KB)
+def _own_mb(key: str) -> int:
+    """``VmHWM`` or ``RssAnon`` of this process, in MB."""
+    return round(_status(os.getpid())[key] / PAGE_KB)
 
 
 if __name__ == "__main__":
