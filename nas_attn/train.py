@@ -21,6 +21,7 @@ from nas_attn.data.augment import centre_crop, pad_crop_flip, random_resized_cro
 from nas_attn.data.loader import DeviceImages, StreamedImages, batch_slices, default_memory_budget, device_images
 from nas_attn.recipe import Recipe
 from nas_attn.records import EpochStats
+from nas_attn.weights import inherit_weights
 
 
 class TrialFailed(RuntimeError):
@@ -209,6 +210,8 @@ class TrainJob:
     #: ``time.perf_counter()`` when the call began: the start-up time counts from it
     started: float
     memory_budget: int | None
+    #: the vanilla backbone's state dict whose kept layers the model starts from (weight inheritance)
+    start_from: dict[str, torch.Tensor] | None = None
 
 
 def train_arch(
@@ -221,14 +224,16 @@ def train_arch(
     report: Callable[[EpochStats, nn.Module], None] | None = None,
     keep_weights: bool = False,
     memory_budget: int | None = None,
+    start_from: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``splits.train`` and validate on ``splits.val`` every epoch.
 
     On CUDA: bf16 autocast and channels_last. ``report(stats, model)`` is called after every epoch (Ray
     Tune's report in a search; the last call may checkpoint the model). Images are held on the device when
     they fit ``memory_budget`` bytes (default: :func:`~nas_attn.data.loader.default_memory_budget`), else
-    streamed from the cache. Raises :class:`TrialFailed` on a non-finite loss or when the device runs out
-    of memory.
+    streamed from the cache. ``start_from``: the state dict of the vanilla backbone (this arch without
+    placements), whose weights every layer the arch keeps starts from (:func:`~nas_attn.weights.inherit_weights`).
+    Raises :class:`TrialFailed` on a non-finite loss or when the device runs out of memory.
     """
     t0 = time.perf_counter()
     device = pick_device(str(device) if device else None)
@@ -237,7 +242,8 @@ def train_arch(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        return _train(TrainJob(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget))
+        return _train(TrainJob(arch, splits, recipe, seed, device, report, keep_weights, t0, memory_budget,
+                               start_from))
     except torch.OutOfMemoryError as exc:
         raise TrialFailed(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
 
@@ -251,9 +257,15 @@ class Trainer:
     """
 
     def __init__(self, arch: Arch, splits: Splits, recipe: Recipe, device: torch.device, seed: int,
-                 memory_budget: int | None = None) -> None:
+                 memory_budget: int | None = None, model: nn.Module | None = None,
+                 start_from: dict[str, torch.Tensor] | None = None) -> None:
         self.recipe, self.device = recipe, device
-        self.model = build_model(arch).to(device)
+        #: called before every step (a supernet draws the path the step trains: nas_attn/oneshot.py)
+        self.before_step: Callable[[], None] | None = None
+        model = build_model(arch) if model is None else model
+        if start_from is not None:
+            inherit_weights(model, start_from)
+        self.model = model.to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model) if recipe.compile else self.model
@@ -298,6 +310,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         order = torch.randperm(len(self.train), generator=self.order_gen)
         for x, y in self.train.batches(order, batch_slices(len(self.train), self.batch_size, steps)):
+            if self.before_step is not None:
+                self.before_step()
             loss, right = self.step(self.augment(x), y)
             loss_sum += loss
             correct += right
@@ -306,7 +320,7 @@ class Trainer:
 
 def _train(job: TrainJob) -> TrainResult:
     recipe, device = job.recipe, job.device
-    trainer = Trainer(job.arch, job.splits, recipe, device, job.seed, job.memory_budget)
+    trainer = Trainer(job.arch, job.splits, recipe, device, job.seed, job.memory_budget, start_from=job.start_from)
     model, prep = trainer.model, trainer.prep
     val, _ = device_images(job.splits.val, device, trainer.budget_left)
     steps, bs = trainer.steps_per_epoch, trainer.batch_size

@@ -231,7 +231,19 @@ def test_every_illegal_op_raises_naming_the_placement(backbone):
 @pytest.mark.parametrize("small_input,size,in_chans", [(True, SMALL, 1), (False, 224, 3)])
 def test_positions_match_the_built_model(backbone, small_input, size, in_chans):
     """Channels and output side of every position, read by hooks from a model built on the meta device."""
-    arch = Arch(backbone, num_classes=10, input_size=size, small_input=small_input, in_chans=in_chans)
+    _check_positions(Arch(backbone, num_classes=10, input_size=size, small_input=small_input, in_chans=in_chans))
+
+
+@pytest.mark.parametrize("backbone", [b for b in list_backbones() if get_backbone(b).has_width])
+@pytest.mark.parametrize("width", [0.5, 1.5])
+def test_positions_match_the_built_model_at_other_widths(backbone, width):
+    """A width other than 1 (a ResNet's stem keeps 64 channels, so its first block then projects: no
+    substitute there)."""
+    _check_positions(Arch(backbone, num_classes=10, input_size=SMALL, small_input=True, in_chans=1, width=width))
+
+
+def _check_positions(arch: Arch) -> None:
+    size, in_chans = arch.input_size, arch.in_chans
     with torch.device("meta"):
         model = build_model(arch).eval()
         seen = {}
@@ -291,7 +303,7 @@ def test_resnet50_v1_strides_the_first_conv():
 
 
 def test_width_scales_every_stage():
-    """CSM's WideResNet18 (widen 1.5): stem and stages x 1.5, about 2.25x the parameters."""
+    """CSM's WideResNet18 (widen 1.5): stages x 1.5 (the stem keeps 64), about 2.25x the parameters."""
     pos = Arch("resnet18", width=1.5).positions()
     assert [p.out_channels for p in pos] == [96, 96, 192, 192, 384, 384, 768, 768]
     wide, base = complexity(Arch("resnet18", width=1.5))["params"], complexity(Arch("resnet18"))["params"]

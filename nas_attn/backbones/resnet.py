@@ -39,12 +39,16 @@ class ResNetLayout:
         return 4 if self.bottleneck else 1
 
 
+#: the channels of timm's single-conv ResNet stem (and torchvision's)
+STEM_CHANNELS = 64
+
+
 class ResNetFamily(Backbone):
     """Stem (7×7/2 conv + 3×3/2 max-pool; ``small_input`` or a CIFAR net: 3×3/1 conv, no max-pool, as LGAM
     section 3.1 does for CIFAR), then numbered residual blocks, then global average pool and a classifier.
 
-    ``width`` (where allowed) multiplies the stem's and every stage's channels, rounded to an integer: CSM's
-    "WideResNet18 (widen = 1.5)" is ``resnet18`` with ``width: 1.5``.
+    ``width`` (where allowed) multiplies every stage's channels, rounded to an integer (the stem keeps 64):
+    CSM's "WideResNet18 (widen = 1.5)" is ``resnet18`` with ``width: 1.5``.
     """
 
     net_module = "nas_attn.backbones.nets.resnet"
@@ -58,7 +62,9 @@ class ResNetFamily(Backbone):
         return 1 if small_input or self.layout.cifar_stem else 4
 
     def stem_width(self, width: float) -> int:
-        return scaled(self.layout.channels[0], width)
+        """The stem's channels: timm's ResNet stem has 64 whatever the width (its ``stem_width`` sizes deep
+        stems only), so at a width other than 1 the first block projects its shortcut (64 → its width)."""
+        return STEM_CHANNELS
 
     def layer_specs(self, width: float = 1.0, small_input: bool = False, in_chans: int = 3) -> list[LayerSpec]:
         lay = self.layout

@@ -1,4 +1,4 @@
-"""ResNet-like models from timm's ``ResNet`` (its ``channels``, ``cardinality``, ``base_width``, ``stem_width``
+"""ResNet-like models from timm's ``ResNet`` (its ``channels``, ``cardinality``, ``base_width``
 and ``output_stride`` cover every layout in ``nas_attn.backbones.resnet``)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def build(family: ResNetFamily, s: BuildSettings) -> NumberedNet:
     net = ResNet(
         Bottleneck if lay.bottleneck else BasicBlock, lay.depths, num_classes=s.num_classes, in_chans=s.in_chans,
         output_stride=32 // 2 ** lay.dilated_stages, cardinality=lay.cardinality, base_width=lay.base_width,
-        stem_width=family.stem_width(s.width), channels=tuple(scaled(c, s.width) for c in lay.channels),
+        channels=tuple(scaled(c, s.width) for c in lay.channels),
         zero_init_last=False,  # torchvision's initialisation: the last BN of each branch starts at 1
     )
     conv1, maxpool = net.conv1, net.maxpool
