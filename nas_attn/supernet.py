@@ -25,17 +25,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from nas_attn.arch import Arch, Placement
+from nas_attn.arch import Arch
 from nas_attn.backbones import BuildSettings, get_backbone
 from nas_attn.build import build_model, build_settings
 from nas_attn.errors import ArchError
-from nas_attn.modules import create, get_entry
-from nas_attn.space.space import NONE
+from nas_attn.modules import create
 from nas_attn.weights import module_roots, placement_origin, state_origins
 
 if TYPE_CHECKING:
     from nas_attn.space import SearchSpace
-    from nas_attn.space.space import PositionChoice
 
 #: the order slots are placed in at one position: ``substitute`` last among the structural ops, so that it
 #: replaces the layer together with the ``inside``/``parallel`` slots already attached to it (the reverse
@@ -93,13 +91,12 @@ def build_supernet(space: SearchSpace) -> nn.Module:
     for pc in space.positions:
         for op in sorted(pc.ops, key=SLOT_ORDER.index):
             candidates = {}
-            for m in pc.real_modules:
-                for g in (pc.groups if get_entry(m).takes_groups else (None,)):
-                    key = candidate_key(m, g)
-                    if key in candidates:  # a registered module named like another's groups ("se_g2")
-                        raise ArchError(f"oneshot: two candidates at position {pc.index} are both named {key!r}")
-                    candidates[key] = module = create(m, channels[pc.index], g)
-                    roots[id(module)] = (module, placement_origin(Placement(pc.index, m, op, g)))
+            for p in (p for p in pc.choices() if p is not None and p.op == op):
+                key = candidate_key(p.module, p.groups)
+                if key in candidates:  # a registered module named like another's groups ("se_g2")
+                    raise ArchError(f"oneshot: two candidates at position {pc.index} are both named {key!r}")
+                candidates[key] = module = create(p.module, channels[pc.index], p.groups)
+                roots[id(module)] = (module, placement_origin(p))
             if candidates:
                 slots[pc.index, op] = _place_slot(net, family, settings, pc.index, op, Slot(op, candidates))
     net.slots = slots
@@ -154,18 +151,8 @@ def clear_path(net: nn.Module) -> None:
 def sample_path(space: SearchSpace, rng: random.Random) -> Arch:
     """An arch of ``space`` drawn uniformly at each position over its choices (``none`` included where the
     space allows it)."""
-    placements = [rng.choice(position_choices(pc)) for pc in space.positions]
+    placements = [rng.choice(pc.choices()) for pc in space.positions]
     return space.arch([p for p in placements if p is not None])
-
-
-def position_choices(pc: PositionChoice) -> list[Placement | None]:
-    """Every choice at one position of a space: ``None`` (no module) where allowed, then each module, groups
-    and op (the options of the joint encoding, ``nas_attn/space/encoding.py``)."""
-    options: list[Placement | None] = [None] if NONE in pc.modules else []
-    for m in pc.real_modules:
-        for g in (pc.groups if get_entry(m).takes_groups else (None,)):
-            options += [Placement(pc.index, m, op, g) for op in pc.ops]
-    return options
 
 
 def path_state_dict(net: nn.Module, arch: Arch) -> dict[str, torch.Tensor]:

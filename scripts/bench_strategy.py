@@ -211,7 +211,8 @@ def main() -> None:
                       "archs_per_cpu_hour_amortised": per_hour(score_cpu + supernet_cpu / len(archs)),
                       "supernet_final_train_loss": round(shot["final_train_loss"], 4)}
     # what ranking by cost alone gives (no training at all): the bar a strategy has to clear
-    out["zero_cost"] = {"flops": fidelity([float(complexity(a)["flops"]) for a in archs], accs, mean),
+    flops = [complexity(a)["flops"] for a in archs]
+    out["zero_cost"] = {"flops": fidelity([float(f) for f in flops], accs, mean),
                         "placements": fidelity([float(len(a.placements)) for a in archs], accs, mean)}
     ceiling = out["scratch"].get("seed_to_seed", {}).get("kendall_tau")
     amortised = score_cpu + supernet_cpu / len(archs)
@@ -226,7 +227,7 @@ def main() -> None:
         for name in ("inherit", "oneshot"):
             tau = out[name]["kendall_tau_vs_one_seed"]
             out["targets"][f"{name}_tau_over_ceiling"] = None if tau is None else round(tau / ceiling, 3)
-    out["per_arch"] = [{"arch": [p.short() for p in a.placements], "flops": complexity(a)["flops"],
+    out["per_arch"] = [{"arch": [p.short() for p in a.placements], "flops": flops[i],
                         "scratch": [r[i] for r in accs],
                         "inherit": inherited[i][0], "oneshot": shot["scores"][i]} for i, a in enumerate(archs)]
     out["wall_s"] = round(time.time() - t0, 1)

@@ -24,7 +24,6 @@ from nas_attn.supernet import (
     build_supernet,
     candidate_key,
     path_state_dict,
-    position_choices,
     sample_path,
     set_path,
 )
@@ -35,7 +34,7 @@ EVERY_OP = "search:\n  ops: [insert, substitute, inside, parallel]\n"
 
 def covering_archs(space):
     """Archs of ``space`` in which every choice of every position appears: arch j takes choice j (cycling)."""
-    choices = {pc.index: position_choices(pc) for pc in space.positions}
+    choices = {pc.index: pc.choices() for pc in space.positions}
     n = max(len(c) for c in choices.values())
     return [space.arch([c[j % len(c)] for c in choices.values() if c[j % len(c)] is not None]) for j in range(n)]
 
@@ -117,7 +116,7 @@ def test_sampling_is_uniform_over_each_positions_choices():
         for pc in space.positions:
             seen[pc.index][chosen.get(pc.index)] += 1
     for pc in space.positions:
-        n = len(position_choices(pc))
+        n = len(pc.choices())
         assert len(seen[pc.index]) == n  # every choice drawn, "none" among them
         expected = draws / n
         assert all(abs(c - expected) < 5 * expected ** 0.5 for c in seen[pc.index].values()), seen[pc.index]

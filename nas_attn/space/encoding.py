@@ -107,12 +107,9 @@ class JointEncoding(Encoding):
         super().__init__(space)
         self.choices: dict[int, dict[str, tuple[str, int | None, str]]] = {}
         for pc in space.positions:
-            options = {NONE: (NONE, None, pc.ops[0])}
-            for m in pc.real_modules:
-                for g in (pc.groups if get_entry(m).takes_groups else (None,)):
-                    for op in pc.ops:
-                        options[f"{m}/g{g}/{op}" if g else f"{m}/{op}"] = (m, g, op)
-            self.choices[pc.index] = options if NONE in pc.modules else {k: v for k, v in options.items() if k != NONE}
+            self.choices[pc.index] = {
+                NONE if p is None else (f"{p.module}/g{p.groups}/{p.op}" if p.groups else f"{p.module}/{p.op}"):
+                (NONE, None, pc.ops[0]) if p is None else (p.module, p.groups, p.op) for p in pc.choices()}
         self.distributions = {f"p{k}": CategoricalDistribution(list(c)) for k, c in self.choices.items()}
 
     def ask(self, study: optuna.Study) -> tuple[optuna.Trial, Arch]:

@@ -46,6 +46,15 @@ class PositionChoice:
     def real_modules(self) -> tuple[str, ...]:
         return tuple(m for m in self.modules if m != NONE)
 
+    def choices(self) -> list[Placement | None]:
+        """Every choice here: ``None`` (no module) where allowed, then each module, groups and op, in that
+        order (the joint encoding's options, the supernet's candidates)."""
+        options: list[Placement | None] = [None] if NONE in self.modules else []
+        for m in self.real_modules:
+            for g in (self.groups if get_entry(m).takes_groups else (None,)):
+                options += [Placement(self.index, m, op, g) for op in self.ops]
+        return options
+
 
 @dataclass(frozen=True)
 class Violation:
