@@ -48,9 +48,15 @@ def checkpoint_uri(checkpoint, run_dir: Path, scheme: str | None) -> str:
 
 def save_checkpoint(folder: Path, state_dict: dict[str, torch.Tensor], arch_json: str) -> None:
     """Write what a trial's final checkpoint holds into ``folder``."""
+    save_state(folder, {k: v.detach().cpu() for k, v in state_dict.items()}, arch_json)
+
+
+def save_state(folder: Path, state: dict, arch_json: str) -> None:
+    """Write ``state`` (tensors and the plain values torch's weights-only loader reads: a supernet's training
+    state) as a checkpoint of ``arch_json`` into ``folder``, with its digest."""
     import torch
 
-    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, folder / WEIGHTS)
+    torch.save(state, folder / WEIGHTS)
     (folder / DIGEST).write_text(file_digest(folder / WEIGHTS) + "\n")
     (folder / ARCH).write_text(arch_json)
 

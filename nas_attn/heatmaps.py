@@ -138,10 +138,12 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None) -> np.ndarray:
 
 
 def heatmap_trials(trials) -> list[int]:
-    """The trials a run's heatmaps are made for: its vanilla trial and its front (from the trials table)."""
-    from nas_attn.results import front_table
+    """The trials a run's heatmaps are made for: its vanilla trial and its front (from the trials table), both
+    trained (a prediction's weights, if any, are a fine-tuning or a supernet path)."""
+    from nas_attn.results import front_table, trained_trials
 
-    vanilla = trials[trials["vanilla"].astype(bool) & (trials["status"] == "complete")]["trial"]
+    trained = trained_trials(trials)
+    vanilla = trained[trained["vanilla"].astype(bool) & (trained["status"] == "complete")]["trial"]
     return sorted({*map(int, vanilla), *map(int, front_table(trials)["trial"])})
 
 

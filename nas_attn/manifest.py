@@ -47,6 +47,7 @@ def start_attempt(plan: SearchPlan, storage_url: str, data) -> Manifest:
         "status": "running", "arch": manifest.arch or plan.options.given_arch(),  # a resume trains what it started
         "recipe_changes": plan.options.recipe_changes() or None,
         "numbering": space.base.numbering_record(),
+        "strategy": space.strategy.to_dict(),
         "attempts": [*attempts, Attempt(command=_shown_command(), started=now())],
     })
     write_atomic(plan.run.manifest_path, manifest.to_json())

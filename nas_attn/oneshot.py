@@ -117,6 +117,17 @@ def _restore(saved: dict, trainer: Trainer, paths: random.Random) -> list[Supern
     return [SupernetEpoch(**h) for h in saved["history"]]
 
 
+def load_supernet(space: SearchSpace, saved: dict, splits: Splits, recipe: Recipe | None = None, *,
+                  device: torch.device | str | None = None, memory_budget: int | None = None) -> TrainedSupernet:
+    """A supernet trained elsewhere, from its training ``state()`` (a search's checkpoint), ready to score."""
+    recipe = replace(recipe or space.recipe, compile=False)
+    device = pick_device(str(device) if device else None)
+    net = build_supernet(space)
+    net.load_state_dict(saved["model"])
+    trainer = Trainer(space.base, splits, recipe, device, recipe.seed, memory_budget, model=net)
+    return TrainedSupernet(net, trainer, [SupernetEpoch(**h) for h in saved["history"]])
+
+
 def score_archs(trained: TrainedSupernet, archs: Sequence[Arch], splits: Splits, *, bn_images: int = 1024,
                 batch_size: int = 256) -> list[Evaluation]:
     """Validation loss and accuracy of each arch on its supernet path, BatchNorm statistics re-estimated on

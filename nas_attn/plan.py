@@ -15,7 +15,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import yaml
@@ -38,7 +38,7 @@ _Count = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 #: flags that choose or re-rank archs: meaningless when one arch is given (``nas-attn train``)
-_SEARCH_ONLY = ("sampler", "reevaluate_front")
+_SEARCH_ONLY = ("sampler", "reevaluate_front", "strategy")
 #: flags of ``nas-attn train`` only: a search's positions are numbered at its space's input size and recipe
 _TRAIN_ONLY = ("input_size", "recipe")
 #: recipe keys that ``--recipe`` leaves to their own flags
@@ -59,6 +59,8 @@ class SearchOptions:
     resume: bool = False
     #: a registered sampler's name or a factory's import path (:mod:`nas_attn.samplers`)
     sampler: str | None = None
+    #: how candidates are evaluated (:mod:`nas_attn.strategy`); default: the space's ``strategy.name``
+    strategy: Literal["scratch", "inherit", "oneshot"] | None = None
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
     address: str | None = None
     gpus_per_trial: Annotated[float, Field(ge=0, le=64, allow_inf_nan=False)] | None = None
@@ -172,7 +174,7 @@ class SearchOptions:
 
     def run_settings(self) -> RunSettings:
         return RunSettings(trials=self.trials, epochs=self.epochs, seed=self.seed, sampler=self.sampler,
-                           concurrency=self.concurrency, cpus_per_trial=self.cpus_per_trial,
+                           strategy=self.strategy, concurrency=self.concurrency, cpus_per_trial=self.cpus_per_trial,
                            gpus_per_trial=self.gpus_per_trial, compile=self.compile, recipe=self.recipe_changes())
 
     def command_line(self, prog: str = "search.py") -> str:
@@ -213,6 +215,35 @@ def check_options_against_space(options: SearchOptions, space: SearchSpace) -> N
             not Path(options.cache_dir).expanduser().is_dir():
         raise NasAttnError(f"--cache-dir {options.cache_dir}: not a directory")
     check_sampler(options, space)
+    check_strategy(options.strategy or space.file.strategy.name, space)
+
+
+def check_strategy(name: str, space: SearchSpace) -> None:
+    """What a strategy needs of the space (before anything runs)."""
+    if name == "scratch" or space.fixed is not None:
+        return
+    where = f"--strategy {name}" if name != space.file.strategy.name else f"{space.path.name}: strategy {name}"
+    if space.asha is not None:
+        raise NasAttnError(f"{where}: does not combine with the space's early_stopping (ASHA stops trials at the "
+                           f"recipe's epochs; fine-tuning and retraining run other budgets)")
+    if name == "inherit" and not space.vanilla_possible():
+        raise NasAttnError(f"{where}: the space rules out the vanilla backbone (include_vanilla false, or a "
+                           f"position without none), whose trained weights every arch would inherit")
+    if name == "oneshot":
+        _check_supernet(where, space)
+
+
+def _check_supernet(where: str, space: SearchSpace) -> None:
+    """The supernet can hold every choice of the space (built once here, on the CPU, before data or Ray)."""
+    if "latency_ms" in space.objectives:
+        raise NasAttnError(f"{where}: the supernet scores accuracy only; latency_ms as an objective needs each arch "
+                           f"built and timed (use inherit or scratch)")
+    from nas_attn.supernet import build_supernet  # imports torch: only a one-shot search pays for it
+
+    try:
+        build_supernet(space)
+    except NasAttnError as exc:
+        raise NasAttnError(f"{where}: {str(exc).removeprefix('oneshot: ')}") from None
 
 
 def local_ray(options: SearchOptions) -> bool:

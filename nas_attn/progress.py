@@ -27,6 +27,7 @@ from rich.text import Text
 from nas_attn.arch import Arch
 from nas_attn.records import TrialAttrs, TrialReport, TrialStatus
 from nas_attn.results import interrupted_trials, pareto_mask, trial_status
+from nas_attn.strategy import is_prediction
 
 #: seconds between status lines when the output is not a terminal
 LINE_EVERY = 60.0
@@ -92,7 +93,7 @@ class Progress(Callback):
     def _front(self) -> str:
         attrs = [TrialAttrs.of(t, history=False) for t in self.study.get_trials(deepcopy=False)
                  if trial_status(t) is TrialStatus.COMPLETE]
-        pts = [(a.val_acc_final, a.flops) for a in attrs]
+        pts = [(a.val_acc_final, a.flops) for a in attrs if not is_prediction(a.evaluation)]  # trained figures only
         pts = [p for p in pts if None not in p]
         if not pts:
             return "-"

@@ -135,12 +135,32 @@ class TrialConfig:
     seed: int
     params: int | None = None
     flops: int | None = None
+    #: weight inheritance: the vanilla trial's checkpoint to start from, and the epochs to fine-tune for
+    start_from: str | None = None
+    epochs: int | None = None
 
     def to_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrialConfig:
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """What the one-shot strategy hands its supernet trial (Ray Tune's ``config``)."""
+
+    seed: int
+    epochs: int
+    #: the last epoch's checkpoint of a killed search, to go on from (``None``: from the start)
+    resume: str | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SupernetConfig:
         return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
 
 
@@ -180,6 +200,12 @@ class TrialAttrs:
     checkpoint: str | None = None  #: where Tune stored the final checkpoint (a path in the run folder, or a URI)
     restarts: int | None = None  #: times Tune ran it again after a lost worker
     traceback: str | None = None  #: the traceback file, relative to the run folder
+    #: how its accuracy was obtained (:data:`nas_attn.strategy.EVALUATIONS`): ``scratch`` (trained from scratch
+    #: with the recipe; also ``None``, in runs older than the strategies), ``inherit`` (fine-tuned from the
+    #: vanilla trial's weights) or ``oneshot`` (scored by the supernet): the last two are predictions
+    evaluation: str | None = None
+    #: a retraining from scratch of the predicted front: the number of the trial whose prediction it checks
+    retrain_of: int | None = None
 
     @classmethod
     def of(cls, trial: Any, history: bool = True) -> TrialAttrs:
@@ -287,6 +313,8 @@ class Manifest(_Persisted):
     #: a ``timm:``/``torchvision:``/``py:`` backbone's automatic numbering: ``backbone``, ``positions`` (how
     #: many), ``digest`` (:func:`nas_attn.backbones.library.numbering_digest`); a resume must number alike
     numbering: dict[str, Any] | None = None
+    #: how candidates were evaluated (:class:`nas_attn.strategy.Strategy` as a dict; ``None``: from scratch)
+    strategy: dict[str, Any] | None = None
 
     @field_validator("arch")
     @classmethod

@@ -21,13 +21,16 @@ from pydantic import TypeAdapter, ValidationError
 from nas_attn.arch import Arch
 from nas_attn.errors import NasAttnError, validation_message
 from nas_attn.fsutil import atomic_target, write_atomic
+from nas_attn.predictions import write_predictions
 from nas_attn.records import EPOCH_KEYS, FrontEval, Manifest, TrialAttrs, TrialStatus
+from nas_attn.strategy import is_prediction
 
 #: the fields of a trial's :class:`~nas_attn.records.TrialAttrs` that become columns of the trials table (and
 #: the front's test accuracies)
 _ATTR_COLUMNS = ["status", "reason", "params", "flops", "val_acc_best", "val_acc_final", "epochs_run", "seed",
                  "wall_s", "train_s", "startup_s", "launch_s", "node", "node_id", "device", "restarts", "tune_trial_id",
-                 "checkpoint", "traceback", "latency_ms", "test_acc", "val_top5_final", "test_top5"]
+                 "checkpoint", "traceback", "latency_ms", "test_acc", "val_top5_final", "test_top5", "evaluation",
+                 "retrain_of"]
 
 
 FRONT_EVAL = "front_eval.json"
@@ -154,16 +157,34 @@ def trials_table(study: optuna.Study, front_eval: dict[int, FrontEval] | None = 
     df = pd.DataFrame(rows)
     if df.empty:
         return empty_trials_table()
-    fixed = ["trial", "status", "reason", "placements", "params", "flops", "latency_ms", "val_acc_best",
-             "val_acc_final", "val_top5_final", "test_acc", "test_top5", "epochs_run", "seed", "wall_s", "train_s",
-             "startup_s", "launch_s", "node", "device"]
+    fixed = ["trial", "status", "reason", "evaluation", "retrain_of", "placements", "params", "flops", "latency_ms",
+             "val_acc_best", "val_acc_final", "val_top5_final", "test_acc", "test_top5", "epochs_run", "seed", "wall_s",
+             "train_s", "startup_s", "launch_s", "node", "device"]
     rest = sorted(c for c in df.columns if c not in fixed)
-    return df.reindex(columns=fixed + rest).sort_values("trial").reset_index(drop=True)
+    df = df.reindex(columns=fixed + rest).sort_values("trial").reset_index(drop=True)
+    df["retrain_of"] = df["retrain_of"].astype("Int64")  # a trial number, or <NA> (not a float column)
+    return df
 
 
 def empty_trials_table() -> pd.DataFrame:
     """The trials table of a run with no trial yet."""
-    return pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", "vanilla", *_ATTR_COLUMNS])
+    df = pd.DataFrame(columns=["trial", "arch", "placements", "n_placements", "vanilla", *_ATTR_COLUMNS])
+    df["retrain_of"] = df["retrain_of"].astype("Int64")
+    return df
+
+
+def prediction_mask(trials: pd.DataFrame) -> pd.Series:
+    """Rows whose accuracy is a prediction (``evaluation`` ``inherit`` or ``oneshot``), never a trained figure;
+    all false on a table written before the strategies (no ``evaluation`` column)."""
+    if "evaluation" not in trials.columns:
+        return pd.Series(False, index=trials.index)
+    return trials["evaluation"].map(is_prediction).astype(bool)
+
+
+def trained_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a trials table whose figures come from training (predictions left out): what the front,
+    ``front.csv`` and the hypervolume are made of."""
+    return trials[~prediction_mask(trials)]
 
 
 HISTORY_COLUMNS = ["trial", *EPOCH_KEYS]
@@ -196,8 +217,11 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 
 
 def front_table(trials: pd.DataFrame, metric: str = "val_acc_final") -> pd.DataFrame:
-    """Complete trials non-dominated on (``metric`` max, flops min), sorted by flops."""
-    done = trials[trials["status"] == TrialStatus.COMPLETE.value]
+    """Complete trained trials non-dominated on (``metric`` max, flops min), sorted by flops. Predictions
+    (:func:`prediction_mask`) are left out: their accuracy is a fine-tuned or supernet score, not comparable
+    with a trained one; the archs they put on the predicted front are on it once retrained."""
+    trained = trained_trials(trials)
+    done = trained[trained["status"] == TrialStatus.COMPLETE.value]
     if done.empty:
         return done.copy()
     mask = pareto_mask(done[[metric, "flops"]].to_numpy(dtype=float), ["maximize", "minimize"])
@@ -219,13 +243,27 @@ def add_reeval_columns(front: pd.DataFrame, front_eval: dict[int, FrontEval]) ->
 
 
 def hypervolume_history(study: optuna.Study, reference_point: Sequence[float]) -> pd.DataFrame:
-    """Hypervolume of the front after each trial, computed by Optuna (``plot_hypervolume_history``)."""
+    """Hypervolume of the front after each trained trial, computed by Optuna (``plot_hypervolume_history``).
+
+    Predictions (told to Optuna as complete) are left out, as from the front: Optuna then sees a copy of the
+    study holding only the other complete trials, whose points are put back under their own trial numbers.
+    """
+    numbers = None
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if any(is_prediction(t.user_attrs.get("evaluation")) for t in complete):
+        kept = [t for t in complete if not is_prediction(t.user_attrs.get("evaluation"))]
+        if not kept:
+            return pd.DataFrame(columns=["trial", "hypervolume"])
+        numbers = [t.number for t in kept]  # the copy numbers them 0, 1, … in this order
+        study = optuna.create_study(directions=study.directions)
+        study.add_trials(kept)
     with warnings.catch_warnings():  # "experimental" since Optuna 3.3: its figure's data is all we use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fig = optuna.visualization.plot_hypervolume_history(study, list(reference_point))
-    if not fig.data:
+    if not fig.data or fig.data[0].x is None or not len(fig.data[0].x):
         return pd.DataFrame(columns=["trial", "hypervolume"])
-    return pd.DataFrame({"trial": list(fig.data[0].x), "hypervolume": list(fig.data[0].y)})
+    x = [numbers[int(n)] for n in fig.data[0].x] if numbers is not None else list(fig.data[0].x)
+    return pd.DataFrame({"trial": x, "hypervolume": list(fig.data[0].y)})
 
 
 def default_reference_point(trials: pd.DataFrame, objectives: Sequence[str]) -> list[float]:
@@ -241,7 +279,9 @@ def default_reference_point(trials: pd.DataFrame, objectives: Sequence[str]) -> 
 
 
 def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write trials.parquet, history.parquet, front.csv and archs/<trial>.json; return (trials, front)."""
+    """Write trials.parquet, history.parquet, front.csv and archs/<trial>.json, and in a run that retrained
+    predictions predictions.csv and predictions.json (:func:`nas_attn.predictions.write_predictions`); return
+    (trials, front)."""
     run_dir = Path(run_dir)
     evals = load_front_eval(run_dir)
     trials = trials_table(study, evals)
@@ -259,6 +299,7 @@ def export(run_dir: Path, study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFra
     archs.mkdir(exist_ok=True)
     for row in trials.itertuples():
         write_atomic(archs / f"{row.trial}.json", json.dumps(json.loads(row.arch), indent=2) + "\n")
+    write_predictions(run_dir, trials)
     return trials, front
 
 

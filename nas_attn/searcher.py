@@ -71,11 +71,17 @@ class StudySearcher(Searcher):
         storage_scheme: URI scheme of checkpoints (``None``: local paths).
         on_failure: called with what keeps the study or the run folder from being written (a full disk);
             Tune swallows exceptions raised in searcher hooks, so the driver is told and stops the search.
+        inherit_epochs: weight inheritance (``--strategy inherit``): the vanilla backbone is trained first, from
+            scratch, and no other trial is handed out before it completes; every other arch then starts from its
+            checkpoint and is fine-tuned for this many epochs (its accuracy a prediction, ``evaluation``
+            ``inherit``).
+        evaluation: the ``evaluation`` attribute of the trials it hands out (``oneshot``: the supernet scores them).
     """
 
     def __init__(self, study: optuna.Study, encoding: Encoding, *, cost: Callable[[Arch], dict[str, int]] | None,
                  run: RunFolder, seed_base: int, epochs: int, storage_scheme: str | None = None,
-                 on_failure: Callable[[Exception], None] | None = None) -> None:
+                 on_failure: Callable[[Exception], None] | None = None, inherit_epochs: int | None = None,
+                 evaluation: str = "scratch") -> None:
         super().__init__(metric="val_acc", mode="max")
         self.study, self.encoding, self.run = study, encoding, run
         self._on_failure = on_failure
@@ -84,6 +90,8 @@ class StudySearcher(Searcher):
         self._costs: dict[str, dict[str, int]] = {}
         self.live: dict[str, LiveTrial] = {}
         self.too_tight: str | None = None
+        self.inherit_epochs, self.evaluation = inherit_epochs, evaluation
+        self._vanilla_checkpoint: str | None = None
 
     # -- proposing ------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, int]:
@@ -110,6 +118,10 @@ class StudySearcher(Searcher):
         return result
 
     def _suggest(self, trial_id: str) -> dict | None:
+        if self.inherit_epochs is not None and self._vanilla_checkpoint is None:
+            waiting = self._wait_for_vanilla()
+            if waiting is not False:
+                return waiting
         reason = None
         for _ in range(MAX_CONSECUTIVE_INFEASIBLE):
             trial, arch = self.encoding.ask(self.study)
@@ -122,12 +134,42 @@ class StudySearcher(Searcher):
                 seed = self.seed_base + trial.number
                 TrialAttrs.set_on(trial, seed=seed)
                 self.live[trial_id] = LiveTrial(trial, cost, time.time())
-                return TrialConfig(arch.to_json(), trial.number, seed, **(cost or {})).to_config()
+                return TrialConfig(arch.to_json(), trial.number, seed, **(cost or {}),
+                                   **self._evaluation(trial, arch)).to_config()
             reason = violation.reason
             self._tell_infeasible(trial, cost, reason)
-        self.too_tight = (f"{MAX_CONSECUTIVE_INFEASIBLE} consecutive sampled archs broke the constraints "
+        self.too_tight = (f"constraints: {MAX_CONSECUTIVE_INFEASIBLE} consecutive sampled archs broke the constraints "
                           f"(last: {reason}); loosen constraints or narrow the space")
         return Searcher.FINISHED
+
+    # -- weight inheritance: the vanilla trial first ---------------------------------------------
+    def _evaluation(self, trial: optuna.Trial, arch: Arch) -> dict[str, Any]:
+        """How this trial is evaluated: recorded on it, and what its config carries (inheritance)."""
+        retrain = TrialAttrs.of(trial, history=False).retrain_of is not None
+        inherits = self.inherit_epochs is not None and self._vanilla_checkpoint is not None and not retrain
+        TrialAttrs.set_on(trial, evaluation="inherit" if inherits else "scratch" if retrain else self.evaluation)
+        return {"start_from": self._vanilla_checkpoint, "epochs": self.inherit_epochs} if inherits else {}
+
+    def _wait_for_vanilla(self) -> dict | None | bool:
+        """Before the vanilla trial's checkpoint exists: ``False`` to ask the study (which hands out the vanilla
+        trial, enqueued here if needed), ``None`` to have Tune ask again later (the vanilla trial is training),
+        or ``Searcher.FINISHED`` (it failed: nothing to inherit from)."""
+        vanilla = [t for t in self.study.get_trials(deepcopy=False) if _is_vanilla_training(t)]
+        for t in vanilla:
+            checkpoint = TrialAttrs.of(t, history=False).checkpoint
+            if t.state == TrialState.COMPLETE and checkpoint is not None:
+                self._vanilla_checkpoint = checkpoint
+                return False
+        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in vanilla):
+            return None if all(t.state == TrialState.RUNNING for t in vanilla) else False
+        failed = [t for t in vanilla if t.state == TrialState.FAIL and t.number not in _interrupted(self.study)]
+        if failed:
+            self.too_tight = (f"the vanilla trial {failed[-1].number} failed "
+                              f"({TrialAttrs.of(failed[-1], history=False).reason}): weight inheritance has nothing "
+                              f"to start from")
+            return Searcher.FINISHED
+        self.study.enqueue_trial(self.encoding.vanilla_params(), user_attrs={"evaluation": "scratch"})
+        return False
 
     def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int] | None, reason: str) -> None:
         """Recorded and told, never trained: the worst accuracy, its real cost, and its violation (a latency
@@ -279,6 +321,19 @@ class StudyCallback(Callback):
             text = ""
         if "trial_number" in trial.config:
             self.searcher.keep_worker_error(trial.config["trial_number"], str(text))
+
+
+def _is_vanilla_training(t: optuna.trial.FrozenTrial) -> bool:
+    """The trial that trains the vanilla backbone from scratch for weight inheritance (asked, or enqueued)."""
+    attrs = t.user_attrs
+    return attrs.get("evaluation") == "scratch" and attrs.get("retrain_of") is None and (
+        "arch" not in attrs or not Arch.from_json(attrs["arch"]).placements)
+
+
+def _interrupted(study: optuna.Study) -> frozenset[int]:
+    from nas_attn.results import interrupted_trials
+
+    return interrupted_trials(study)
 
 
 def _finite(value: float) -> float | None:

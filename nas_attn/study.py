@@ -59,14 +59,15 @@ def prepare_resume(study: optuna.Study, encoding: Encoding, say: Callable[[str],
         record_interrupted(study, running)
         say(f"resume: {len(running)} interrupted trial(s) will run again: {', '.join(map(str, running))}")
     if not study.get_trials(deepcopy=False) and encoding.space.vanilla_possible():
-        study.enqueue_trial(encoding.vanilla_params())
+        study.enqueue_trial(encoding.vanilla_params(), user_attrs={"evaluation": "scratch"})
 
 
 def record_interrupted(study: optuna.Study, numbers: list[int]) -> list[int]:
     """Trials that were running when the search stopped (a signal, or a kill found at the next start).
 
     Each is recorded as interrupted (on the study: a finished trial's attributes can no longer be set), told
-    FAIL, and its parameters enqueued, so that it runs again under a new number.
+    FAIL, and its parameters enqueued, so that it runs again under a new number (as what it was: a retraining
+    keeps the prediction it checks, the vanilla trial of weight inheritance stays trained from scratch).
     """
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     todo = [n for n in numbers if trials[n].state == TrialState.RUNNING]
@@ -76,5 +77,6 @@ def record_interrupted(study: optuna.Study, numbers: list[int]) -> list[int]:
     study.set_user_attr(INTERRUPTED_KEY, sorted({*known, *todo}))
     for n in todo:
         study.tell(n, state=TrialState.FAIL)
-        study.enqueue_trial(trials[n].params)
+        kept = {k: trials[n].user_attrs[k] for k in ("evaluation", "retrain_of") if k in trials[n].user_attrs}
+        study.enqueue_trial(trials[n].params, user_attrs=kept)
     return todo

@@ -21,7 +21,7 @@ from typing import Any
 from nas_attn.data import DataHandle
 from nas_attn.fsutil import is_disk_full
 from nas_attn.recipe import Recipe
-from nas_attn.records import EpochStats, TrialConfig, TrialReport
+from nas_attn.records import EpochStats, SupernetConfig, TrialConfig, TrialReport
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class TrialContext:
     gpus_per_trial: float = 0.0
     #: measure each arch's latency before training (the space names ``latency_ms`` as an objective)
     measure_latency: bool = False
+    #: the run folder, where checkpoints recorded as relative paths lie (weight inheritance, the supernet)
+    run_dir: str = ""
 
 
 def memory_budget(context: TrialContext, device: str) -> int:
@@ -130,12 +132,14 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
     where.update(_cost(trial, arch))
     if context.measure_latency:
         where["latency_ms"] = _latency(arch, device)
+    recipe = context.recipe if trial.epochs is None else context.recipe.replace(epochs=trial.epochs)
+    start_from = None if trial.start_from is None else _vanilla_weights(trial.start_from, arch, context)
     startup: list[float] = []
 
     def report(stats: EpochStats, model) -> None:
         if not startup:  # trial start to its first training step
             startup.append(round(time.perf_counter() - t0 - stats.epoch_s, 3))
-        last = stats.epoch == context.recipe.epochs
+        last = stats.epoch == recipe.epochs
         record = TrialReport(epoch=stats, completed=last, startup_s=startup[0], **where,
                              train_s=round(time.perf_counter() - t0, 3) if last else None)
         if not last:
@@ -145,8 +149,19 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
             save_checkpoint(Path(folder), model.state_dict(), trial.arch)
             tune.report(record.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train_arch(arch, context.data.open(), context.recipe, seed=trial.seed, device=device, report=report,
-               memory_budget=memory_budget(context, device))
+    train_arch(arch, context.data.open(), recipe, seed=trial.seed, device=device, report=report,
+               memory_budget=memory_budget(context, device), start_from=start_from)
+
+
+def _vanilla_weights(uri: str, arch, context: TrialContext):
+    """The vanilla trial's weights for an arch that inherits them: its checkpoint must be this arch's backbone
+    with the same settings (``arch.json`` is checked, not only the tensors' shapes)."""
+    import dataclasses
+
+    from nas_attn.checkpoints import read_state
+
+    vanilla = dataclasses.replace(arch, placements=[])
+    return read_state(uri, Path(context.run_dir), "the vanilla trial", vanilla)
 
 
 def _cost(trial: TrialConfig, arch) -> dict[str, int]:
@@ -192,3 +207,80 @@ def retrain(arch_json: str, context: TrialContext, seed: int) -> tuple[float, fl
     budget = memory_budget(context, device.type)
     res = train_arch(arch, splits, context.recipe, seed=seed, device=device, keep_weights=True, memory_budget=budget)
     return res.history[-1].val_acc, test_accuracy(arch, res.state_dict, splits, device, memory_budget=budget).top1
+
+
+# -- the one-shot strategy: the supernet's training (one Tune trial) and the scoring of archs (Ray tasks) --------
+
+def run_supernet(config: dict[str, Any], context: TrialContext, space) -> None:
+    """Ray Tune function trainable: train the supernet of ``space``, checkpointing its whole training state every
+    epoch (a killed search resumes from the last one: ``config["resume"]``, or Tune's own after a lost worker)."""
+    from ray import tune
+
+    where: dict[str, Any] = {}
+    give_back_memory()
+    try:
+        prepare_worker(context)
+        device, where = _placement(context.threads)
+        _train_supernet(SupernetConfig.from_config(config), context, space, device, where)
+    except Exception as exc:  # the driver stops the search with its reason; the traceback is kept
+        tune.report(failure_report(exc, where).to_result())
+
+
+def _train_supernet(config: SupernetConfig, context: TrialContext, space, device: str, where: dict) -> None:
+    from ray import tune
+
+    from nas_attn.checkpoints import load_weights, save_state
+    from nas_attn.oneshot import train_supernet
+
+    resume = None
+    retried = tune.get_checkpoint()  # Tune runs the trial again after a lost worker: from its last epoch
+    if retried is not None:
+        with retried.as_directory() as folder:
+            resume = load_weights(str(folder), Path(folder))
+    elif config.resume is not None:
+        resume = load_weights(config.resume, Path(context.run_dir))
+    recipe = context.recipe.replace(epochs=config.epochs)
+
+    def report(epoch, state) -> None:
+        result = {"epoch": epoch.epoch, "train_loss": epoch.train_loss, "epoch_s": epoch.epoch_s,
+                  "completed": epoch.epoch == config.epochs, **where}
+        with tempfile.TemporaryDirectory() as folder:
+            save_state(Path(folder), state(), space.base.to_json())
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train_supernet(space, context.data.open(), recipe, seed=config.seed, device=device, report=report,
+                   resume=resume, memory_budget=memory_budget(context, device))
+
+
+def score_with_supernet(archs: list[str], uri: str, context: TrialContext, space, bn_images: int) -> list[dict]:
+    """Validation accuracy of each arch (JSON) on its path of the trained supernet ``uri``, BatchNorm re-estimated
+    on ``bn_images`` training images, with its counted cost (a Ray task). A failure is returned, not raised: the
+    driver records each arch of the batch as failed with the traceback, and the search goes on."""
+    where: dict[str, Any] = {}
+    try:
+        prepare_worker(context)
+        device, where = _placement(context.threads)
+        return _score(archs, uri, context, space, bn_images, device, where)
+    except Exception as exc:
+        report = failure_report(exc, where)
+        return [{"failed": True, "reason": report.reason, "traceback": report.traceback, **where}] * len(archs)
+
+
+def _score(archs: list[str], uri: str, context: TrialContext, space, bn_images: int, device: str,
+           where: dict) -> list[dict]:
+    from nas_attn.arch import Arch
+    from nas_attn.checkpoints import load_weights
+    from nas_attn.complexity import complexity
+    from nas_attn.oneshot import load_supernet, score_archs
+
+    splits = context.data.open()
+    trained = load_supernet(space, load_weights(uri, Path(context.run_dir)), splits, context.recipe, device=device,
+                            memory_budget=memory_budget(context, device))
+    out = []
+    for text in archs:
+        t0 = time.perf_counter()
+        arch = Arch.from_json(text)
+        score = score_archs(trained, [arch], splits, bn_images=bn_images)[0]
+        out.append({"val_acc": score.top1, "val_top5": score.top5, "val_loss": score.loss, **complexity(arch),
+                    "score_s": round(time.perf_counter() - t0, 3), **where})
+    return out

@@ -23,6 +23,16 @@ strategy's tau >= 0.6 x the seed-to-seed tau (not computed where that tau is und
 then does not rank the archs itself).
 
     python scripts/bench_strategy.py [--space mobilenetv2_ulsam] [--archs 24] [--draw 0] [--workers 2]
+
+``--compare-hv`` measures instead what the strategy buys a whole search: a ``oneshot`` search of the space
+(``--hv-scored`` archs scored, ``--hv-top-k`` retrained) runs first; then a ``scratch`` search with as many trials
+as the oneshot search's wall time buys at the same concurrency (its retrained trials give the cost of one
+trained from scratch). Both are real searches (Ray Tune, Optuna, the space's sampler) in one temporary results
+folder, on the same machine one after the other. Printed: each search's wall time, trials and the hypervolume
+of its trained front (validation accuracy up, FLOPs down), against one reference point (accuracy 0, the
+largest FLOPs of either search's trained archs, plus 5%).
+
+    python scripts/bench_strategy.py --compare-hv [--space mobilenetv2_ulsam] [--hv-scored 64] [--hv-top-k 4]
 """
 
 from __future__ import annotations
@@ -161,8 +171,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--full-budget", action="store_true")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--compare-hv", action="store_true",
+                    help="a oneshot search against a scratch search of equal compute (see above)")
+    ap.add_argument("--hv-scored", type=int, default=64, help="--compare-hv: archs the oneshot search scores")
+    ap.add_argument("--hv-top-k", type=int, default=4, help="--compare-hv: archs it retrains from scratch")
     args = ap.parse_args()
     os.environ.setdefault("NAS_ATTN_NO_TRITON", "1")
+    if args.compare_hv:
+        json.dump(compare_hv(args), sys.stdout, indent=1)
+        print()
+        return
 
     import torch
 
@@ -233,6 +251,53 @@ def main() -> None:
     out["wall_s"] = round(time.time() - t0, 1)
     json.dump(out, sys.stdout, indent=1)
     print()
+
+
+def compare_hv(args) -> dict:
+    """A oneshot search, then a scratch search of the compute it took; the hypervolume of each trained front."""
+    from nas_attn.search.driver import run_search
+
+    results = Path(tempfile.mkdtemp(prefix="bench_hv_"))
+    common = {"results_dir": str(results), "quiet": True, "full_budget": args.full_budget,
+              "data_root": args.data_root}
+    oneshot = _search_figures(run_search(args.space, strategy="oneshot", trials=args.hv_scored, run_id="oneshot",
+                                         **common))
+    # equal compute: the trials a scratch search fits in the oneshot search's wall time at the same concurrency
+    per_trial = oneshot["retrain_wall_s_mean"]
+    trials = max(1, int(oneshot["search_s"] * oneshot["concurrency"] / per_trial))
+    scratch = _search_figures(run_search(args.space, strategy="scratch", trials=trials, run_id="scratch", **common))
+    reference = [0.0, 1.05 * float(max(oneshot["max_flops"], scratch["max_flops"]))]  # every trained arch inside
+    for figures in (oneshot, scratch):
+        figures["hypervolume"] = _hypervolume(figures.pop("run_dir"), reference)
+    return {"space": args.space, "cpu_budget": not args.full_budget, "reference_point": reference,
+            "oneshot": oneshot, "scratch": scratch,
+            "hypervolume_ratio": round(oneshot["hypervolume"] / scratch["hypervolume"], 4)
+            if scratch["hypervolume"] else None, "results_dir": str(results)}
+
+
+def _search_figures(result) -> dict:
+    from nas_attn.runfolder import RunFolder
+
+    manifest = RunFolder(result.run_dir, True).read_manifest()
+    trials = result.trials
+    trained = trials[trials["evaluation"].isin(["scratch"]) & (trials["status"] == "complete")]
+    retrained = trained[trained["retrain_of"].notna()]
+    return {"run_dir": str(result.run_dir), "search_s": sum(a.search_s or 0 for a in manifest.attempts),
+            "concurrency": (manifest.resources or {}).get("concurrency"), "trials": len(trials),
+            "trained": len(trained), "front": len(result.front),
+            "front_val_acc": [round(float(v), 4) for v in result.front["val_acc_final"]],
+            "front_mflops": [round(float(f) / 1e6, 3) for f in result.front["flops"]],
+            "retrain_wall_s_mean": float(retrained["wall_s"].mean()) if len(retrained) else None,
+            "max_flops": float(trained["flops"].max())}
+
+
+def _hypervolume(run_dir: str, reference: list[float]) -> float:
+    from nas_attn.results import hypervolume_history, open_run_study
+    from nas_attn.runfolder import RunFolder
+
+    study = open_run_study(Path(run_dir), RunFolder(Path(run_dir), True).read_manifest())
+    history = hypervolume_history(study, reference)  # trained trials only (predictions left out)
+    return float(history["hypervolume"].iloc[-1]) if len(history) else 0.0
 
 
 if __name__ == "__main__":

@@ -113,6 +113,11 @@
       ["params", t.params === null ? "-" : t.params.toLocaleString("en")], ["epochs", fmt(t.epochs_run, 0)],
       ["seed", fmt(t.seed, 0)], ["wall s", fmt(t.wall_s, 1)], ["device", fmt(t.device)], ["reason", t.reason || ""]];
     if (t.latency_ms !== null) rows.splice(8, 0, ["latency ms", fmt(t.latency_ms, 3)]);
+    if (t.evaluation === "inherit" || t.evaluation === "oneshot") {
+      rows.splice(1, 0, ["evaluation", t.evaluation + " (a prediction: never on the front)"]);
+    } else if (t.retrain_of !== null && t.retrain_of !== undefined) {
+      rows.splice(1, 0, ["evaluation", "from scratch, retraining trial " + t.retrain_of]);
+    }
     const table = document.getElementById("detail-metrics");
     table.innerHTML = "";
     rows.forEach(([k, v]) => { const tr = table.insertRow(); tr.insertCell().textContent = k;
@@ -123,9 +128,11 @@
   window.nasShowTrial = show;
 
   const pareto = document.getElementById("pareto");
-  if (pareto && pareto.on) {
-    pareto.on("plotly_click", ev => { const p = ev.points[0]; if (p && p.customdata) show(p.customdata[0], p.customdata[1]); });
-  }
+  [pareto, document.getElementById("predictions")].forEach(graph => {
+    if (graph && graph.on) {
+      graph.on("plotly_click", ev => { const p = ev.points[0]; if (p && p.customdata) show(p.customdata[0], p.customdata[1]); });
+    }
+  });
   document.getElementById("show-failed").addEventListener("change", ev => {
     if (!pareto || !pareto.data) return;
     const idx = pareto.data.map((tr, i) => tr.meta && (tr.meta.kind === "failed" || tr.meta.kind === "pruned") ? i : -1)

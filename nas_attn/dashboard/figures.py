@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 
 from nas_attn.arch import Arch
 from nas_attn.dashboard.rundata import RunData
-from nas_attn.results import default_reference_point
+from nas_attn.predictions import agreement_text, predictions_table, rank_agreement
+from nas_attn.results import default_reference_point, prediction_mask
 
 RUN_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), font=dict(family="sans-serif"))
@@ -61,9 +62,30 @@ def _status_traces(i: int, run: RunData, single: bool) -> list[go.Scatter]:
     return traces
 
 
+#: marker of each kind of prediction on the Pareto plot: open, apart from the trained (filled) points
+_PREDICTED_SYMBOLS = {"oneshot": "circle-open", "inherit": "diamond-open"}
+
+
+def _predicted_traces(i: int, run: RunData, colour: str, single: bool) -> list[go.Scatter]:
+    """A run's predictions (complete ``inherit``/``oneshot`` trials), one open-marker trace per evaluation:
+    their accuracy is a fine-tuned or supernet score, so they are never on the front line."""
+    t = run.trials
+    predicted = t[(t["status"] == "complete") & prediction_mask(t)]
+    traces = []
+    for evaluation, sub in predicted.groupby("evaluation", sort=True):
+        traces.append(go.Scatter(
+            x=_num(sub["flops"]) / 1e6, y=_num(sub["val_acc_final"]), mode="markers",
+            name=_label(run, f"predicted ({evaluation})", single), legendgroup=str(i),
+            marker=dict(symbol=_PREDICTED_SYMBOLS.get(str(evaluation), "circle-open"), size=9,
+                        color="#555" if single else colour, line=dict(width=1.5)),
+            customdata=_custom(i, sub), hovertemplate=_HOVER.replace("val acc", f"predicted val acc ({evaluation})"),
+            meta={"kind": "predicted", "evaluation": str(evaluation)}))
+    return traces
+
+
 def _run_traces(i: int, run: RunData, single: bool) -> list[go.Scatter]:
     t, colour = run.trials, RUN_COLOURS[i % len(RUN_COLOURS)]
-    done = t[t["status"] == "complete"]
+    done = t[(t["status"] == "complete") & ~prediction_mask(t)]
     marker = dict(size=10, line=dict(width=0.5, color="#333"))
     marker.update(dict(color=_num(done["params"]), colorscale="Viridis", showscale=True,
                        colorbar=dict(title="params")) if single else dict(color=colour))
@@ -78,7 +100,7 @@ def _run_traces(i: int, run: RunData, single: bool) -> list[go.Scatter]:
                                  name=_label(run, "vanilla backbone", single), legendgroup=str(i),
                                  marker=dict(symbol="star", size=18, color="gold", line=dict(color="#333", width=1)),
                                  customdata=_custom(i, vanilla), hovertemplate=_HOVER, meta={"kind": "vanilla"}))
-    return traces + _status_traces(i, run, single)
+    return traces + _predicted_traces(i, run, colour, single) + _status_traces(i, run, single)
 
 
 def seed_note(runs: list[RunData]) -> str:
@@ -94,7 +116,8 @@ def seed_note(runs: list[RunData]) -> str:
 
 
 def pareto(runs: list[RunData]) -> go.Figure:
-    """Validation accuracy vs MFLOPs: every trial, the front joined, vanilla starred, failed/pruned apart."""
+    """Validation accuracy vs MFLOPs: every trial, the (trained) front joined, vanilla starred, predictions as
+    open markers, failed/pruned apart."""
     fig = go.Figure()
     single = len(runs) == 1
     for i, run in enumerate(runs):
@@ -187,4 +210,37 @@ def hypervolume(runs: list[RunData]) -> go.Figure | None:
     fig.update_layout(title=f"Hypervolume of the front (Optuna) — reference point: {ref_text}",
                       xaxis_title="trial number", yaxis_title=f"hypervolume ({unit})", height=380,
                       showlegend=len(runs) > 1, **_LAYOUT)
+    return fig
+
+
+def predictions(runs: list[RunData]) -> go.Figure | None:
+    """Predicted (x) against retrained (y) validation accuracy of the archs of each run's predicted front that
+    were trained from scratch, with the rank agreement in the title; ``None`` where no run has one."""
+    fig, notes, evaluations = go.Figure(), [], set()
+    single = len(runs) == 1
+    for i, run in enumerate(runs):
+        table = predictions_table(run.trials)
+        done = table[(table["status"] == "complete") & np.isfinite(table["predicted_val_acc"])
+                     & np.isfinite(table["val_acc"])]
+        if not len(done):
+            continue
+        evaluations.update(e for e in done["evaluation"] if isinstance(e, str))
+        agreement = agreement_text(rank_agreement(table))
+        notes.append(agreement if single else f"{run.run_dir.name}: {agreement}")
+        custom = [[i, int(r.trial), int(r.retrain_of), r.placements, r.evaluation or "?"] for r in done.itertuples()]
+        fig.add_trace(go.Scatter(
+            x=done["predicted_val_acc"].to_numpy(dtype=float), y=done["val_acc"].to_numpy(dtype=float),
+            mode="markers", name=_label(run, "retrained archs", single),
+            marker=dict(size=11, color=RUN_COLOURS[i % len(RUN_COLOURS)], line=dict(width=0.5, color="#333")),
+            customdata=custom, meta={"kind": "retrained"},
+            hovertemplate=("%{fullData.name}<br>trial %{customdata[1]}, retraining trial %{customdata[2]}<br>"
+                           "predicted (%{customdata[4]}) %{x:.4f}<br>retrained %{y:.4f}<br>%{customdata[3]}"
+                           "<extra></extra>")))
+    if not fig.data:
+        return None
+    how = f" ({', '.join(sorted(evaluations))})" if evaluations else ""
+    fig.update_layout(title=f"Predicted{how} vs retrained validation accuracy — {'; '.join(notes)}",
+                      xaxis_title="predicted validation accuracy",
+                      yaxis_title="validation accuracy trained from scratch", height=420,
+                      showlegend=not single, **_LAYOUT)
     return fig

@@ -20,6 +20,7 @@ from nas_attn.arch import Arch
 from nas_attn.dashboard import figures
 from nas_attn.dashboard.rundata import RunData
 from nas_attn.heatmaps import overlay
+from nas_attn.results import prediction_mask
 
 _URL = re.compile(r"(https?:)//(?!www\.w3\.org/)")
 _HERE = Path(__file__).parent
@@ -37,6 +38,8 @@ def offline_plotlyjs() -> str:
 
 
 def _clean(v: Any) -> Any:
+    if v is pd.NA or v is pd.NaT:  # a nullable column's missing cell (``retrain_of``)
+        return None
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if hasattr(v, "item"):
@@ -84,6 +87,7 @@ def _trial_payload(r: dict[str, Any], front: set[int]) -> dict[str, Any]:
         "test_top5": _clean(r.get("test_top5")), "epochs_run": _clean(r.get("epochs_run")),
         "seed": _clean(r.get("seed")), "wall_s": _clean(r.get("wall_s")), "device": _clean(r.get("device")),
         "node": _clean(r.get("node")), "arch": arch.to_dict(), "on_front": int(r["trial"]) in front,
+        "evaluation": _clean(r.get("evaluation")), "retrain_of": _clean(r.get("retrain_of")),
     }
 
 
@@ -99,13 +103,14 @@ def _run_payload(run: RunData) -> dict[str, Any]:
     return {"name": run.name, "positions": run.positions, "trials": trials, "history": history,
             "best": _clean(best), "heatmaps": _heatmap_payload(run),
             "manifest": run.manifest.model_dump(mode="json", include={"space", "run_id", "status", "dataset", "budget",
-                                                                       "sampler"})}
+                                                                       "sampler", "strategy"})}
 
 
 #: how a table shows a column (default: 4 decimals for numbers): MFLOPs, seconds, milliseconds, counts
 _FORMATS = {"flops": lambda v: f"{v / 1e6:.2f}", "wall_s": lambda v: f"{v:.1f}",
             "latency_ms": lambda v: f"{v:.3f}", "params": lambda v: f"{int(v):,}",
-            "epochs_run": lambda v: f"{int(v)}", "reeval_seeds": lambda v: f"{int(v)}"}
+            "epochs_run": lambda v: f"{int(v)}", "reeval_seeds": lambda v: f"{int(v)}",
+            "retrain_of": lambda v: f"{int(v)}"}
 
 
 def _table(df: pd.DataFrame, table_id: str, columns: list[tuple[str, str]], runs: bool) -> str:
@@ -158,7 +163,10 @@ def _columns(all_trials: pd.DataFrame, all_front: pd.DataFrame, multi: bool):
         front_cols += [("reeval_seeds", "re-eval seeds"), ("reeval_val_mean", "re-eval val mean"),
                        ("reeval_val_std", "± std"), ("reeval_test_mean", "re-eval test mean"),
                        ("reeval_test_std", "± std")]
-    trial_cols = run_col + [("trial", "trial"), ("status", "status"), ("val_acc_final", "val acc"),
+    # a run of predictions: how each trial's accuracy was obtained, and which prediction a retraining checks
+    predicted = len(all_trials) and prediction_mask(all_trials).any()
+    strategy = [("evaluation", "evaluation"), ("retrain_of", "retrain of")] if predicted else []
+    trial_cols = run_col + [("trial", "trial"), ("status", "status"), *strategy, ("val_acc_final", "val acc"),
                             ("val_acc_best", "best val acc"), *top5, ("flops", "MFLOPs"), *latency,
                             ("params", "params"), ("epochs_run", "epochs"), ("wall_s", "wall s"),
                             ("placements", "placements"), ("reason", "reason")]
@@ -172,8 +180,12 @@ def _measured(df: pd.DataFrame, column: str) -> bool:
 
 def _run_line(r: RunData) -> str:
     source = (r.manifest.dataset.source if r.manifest.dataset else None) or "?"
+    predicted = int(prediction_mask(r.trials).sum()) if len(r.trials) else 0
+    how = f" ({r.manifest.strategy.get('name')})" if isinstance(r.manifest.strategy, dict) else ""
+    counted = f"{len(r.trials)} trials" + (f", {predicted} of them predictions{how}" if predicted else "")
     return (f"<li><b>{html.escape(r.name)}</b>: {html.escape(r.manifest.status or '?')}; "
-            f"{html.escape(source)}; {len(r.trials)} trials, front of {len(r.front)}</li>")
+            f"{html.escape(source)}; {html.escape(counted)}, front of {len(r.front)}"
+            + (" (trained trials only)" if predicted else "") + "</li>")
 
 
 def build_page(runs: list[RunData], watch_seconds: float | None = None) -> str:
@@ -189,10 +201,16 @@ def build_page(runs: list[RunData], watch_seconds: float | None = None) -> str:
     pareto_div = _fig_div(figures.pareto(runs) if len(all_trials) else None, "pareto",
                           "No trial has finished yet: nothing to plot.")
     latency = figures.latency(runs)
+    predictions = figures.predictions(runs)
     return _TEMPLATE.format(
         title=html.escape(title), plotly=offline_plotlyjs(), css=(_HERE / "style.css").read_text(),
         info="".join(_run_line(r) for r in runs), summary=html.escape(summary), pareto=pareto_div,
         seed_note=html.escape(figures.seed_note(runs)) if len(all_trials) else "",
+        predictions="" if predictions is None else (
+            "<h2>Predicted against retrained accuracy</h2>" + _fig_div(predictions, "predictions", "")
+            + '<p class="note" id="predictions-note">Each arch of the predicted front, trained from scratch: its '
+              "prediction against the accuracy it trained to. Only trained figures are on the front and in the "
+              "hypervolume.</p>"),
         latency="" if latency is None else "<h2>Latency against FLOPs</h2>" + _fig_div(latency, "latency", ""),
         parallel=_fig_div(figures.parallel(runs), "parallel", "No complete trial yet: no parallel coordinates."),
         hypervolume=_fig_div(figures.hypervolume(runs), "hypervolume", "No complete trial yet: no hypervolume."),
@@ -220,6 +238,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <div class="graph" id="curve"></div></div></div>
 <div id="heatmaps"></div>
 <h2>Pareto front</h2><div class="tablewrap">{front_table}</div>
+{predictions}
 {latency}
 <h2>Search progress</h2>{hypervolume}
 <h2>Choices per layer</h2>{parallel}

@@ -34,7 +34,7 @@ from nas_attn.search.process import ProcessSettings, process_settings, ray_sessi
 from nas_attn.space import SearchSpace, load_space
 from nas_attn.space.encoding import make_encoding
 from nas_attn.storage import JournalWriteError, absolute_sqlite, hide_password, open_journal
-from nas_attn.study import open_study, prepare_resume, record_interrupted
+from nas_attn.study import open_study, prepare_resume
 from nas_attn.trial import TrialContext
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def _attempt(plan: SearchPlan, storage, manifest: Manifest, data: DataHandle, sa
     space, res = plan.space, plan.resources
     study = open_study(plan, storage, manifest.study_name or space.name)
     context = TrialContext(space.recipe, data, space.imports, res.threads, res.gpus_per_trial,
-                           measure_latency="latency_ms" in space.objectives)
+                           measure_latency="latency_ms" in space.objectives, run_dir=str(plan.run.path))
     t0 = time.time()
     try:
         _search_then_measure(plan, study, context, len(manifest.attempts), say, stop)
@@ -188,23 +188,19 @@ def _search_then_measure(plan: SearchPlan, study, context, attempt: int, say: Ca
                          stop: StopRequest) -> None:
     """Run the trials still to run, then measure the front; a stop request ends either phase cleanly."""
     from nas_attn.search.measure import measure_front  # both import Ray
+    from nas_attn.search.strategies import run_strategy, settle
     from nas_attn.search.tuning import run_trials
 
     encoding = make_encoding(plan.space)
     prepare_resume(study, encoding, say)
-    finished = count_finished(study)
-    remaining = max(0, plan.space.trials - finished)
-    if plan.run.resuming:
-        say(f"resume: {finished} trial(s) already finished, {remaining} to go")
-    searcher = run_trials(plan, study, encoding, context, remaining, finished, attempt, stop)
-    if stop.failure is not None:
-        raise stop.failure
-    if stop.requested:
-        numbers = record_interrupted(study, [live.trial.number for live in searcher.live.values()] if searcher else [])
-        stop.check(f"{count_finished(study)} finished trial(s) kept; {len(numbers)} interrupted trial(s) will run "
-                   f"again")
-    if searcher is not None and searcher.too_tight:
-        raise NasAttnError(f"{plan.space.path.name}: constraints: {searcher.too_tight}")
+    if plan.space.strategy.predicts:
+        run_strategy(plan, study, encoding, context, attempt, stop, say)
+    else:
+        finished = count_finished(study)
+        remaining = max(0, plan.space.trials - finished)
+        if plan.run.resuming:
+            say(f"resume: {finished} trial(s) already finished, {remaining} to go")
+        settle(plan, study, run_trials(plan, study, encoding, context, remaining, finished, attempt, stop), stop)
     measure_front(plan, study, context, say, stop)
 
 

@@ -20,6 +20,10 @@ def build_parser(prog: str = "search.py") -> OneLineArgumentParser:
     _add_data_flags(p)
     p.add_argument("--sampler", choices=SAMPLERS)
     p.add_argument("--seed", type=int, help="sampler and trial seed base; default: the space's")
+    p.add_argument("--strategy", choices=["scratch", "inherit", "oneshot"],
+                   help="how archs are evaluated: trained from scratch (default), fine-tuned from the vanilla "
+                        "trial's weights, or scored by a one-shot supernet; the last two retrain their predicted "
+                        "front from scratch (docs/search.md)")
     _add_run_flags(p)
     p.add_argument("--reevaluate-front", type=int, default=0, metavar="K",
                    help="retrain each front arch with K more seeds and report mean ± std")

@@ -74,6 +74,8 @@ def check_run_files(run: RunFolder, space: SearchSpace, options: SearchOptions) 
     if run.resuming:
         _check_same_arch(run, manifest.arch, options.arch)
         _check_same_recipe(run, manifest.recipe_changes or {}, options.recipe_changes())
+        _check_same_strategy(run, (manifest.strategy or {}).get("name", "scratch"),
+                             options.strategy or space.file.strategy.name)
         recorded = manifest.dataset.input_size if manifest.dataset else None
         if recorded is not None and recorded != space.base.input_size:
             raise NasAttnError(f"{run.path}: this run trains at {recorded} px, not {space.base.input_size} px; "
@@ -94,6 +96,13 @@ def _check_same_arch(run: RunFolder, recorded: str | None, given: str | None) ->
         trains = "is a search" if recorded is None else f"trains {Arch.from_json(recorded).short()}"
         raise NasAttnError(f"{run.path}: this run {trains}, not the arch given now; start a new run (another "
                            f"--run-id)")
+
+
+def _check_same_strategy(run: RunFolder, recorded: str, given: str) -> None:
+    """A resumed run evaluates its archs as it started: its predictions and their retraining belong together."""
+    if recorded != given:
+        raise NasAttnError(f"{run.path}: this run evaluates archs with strategy {recorded}, not {given}; resume it "
+                           f"with --strategy {recorded}, or start a new run (another --run-id)")
 
 
 def _check_same_recipe(run: RunFolder, recorded: dict[str, Any], given: dict[str, Any]) -> None:

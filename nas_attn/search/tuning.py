@@ -17,8 +17,12 @@ from nas_attn.trial import run_trial
 
 
 def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finished: int, attempt: int,
-               stop: StopRequest) -> StudySearcher | None:
-    """Ray Tune runs ``remaining`` trials proposed by the study; returns the searcher (``None``: none to run)."""
+               stop: StopRequest, *, inherit_epochs: int | None = None, total: int | None = None,
+               name: str = "") -> StudySearcher | None:
+    """Ray Tune runs ``remaining`` trials proposed by the study; returns the searcher (``None``: none to run).
+
+    ``inherit_epochs``: weight inheritance (:class:`StudySearcher`); ``total``: the trials of this phase, for the
+    progress line (default: the space's); ``name``: the phase, in Tune's experiment name."""
     if not remaining:
         return None
     space, res = plan.space, plan.resources
@@ -26,8 +30,8 @@ def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finis
     # driver never imports torch for it (issue 23: a driver under 800 MB)
     searcher = StudySearcher(study, encoding, cost=complexity if space.counts_before_training else None,
                              run=plan.run, seed_base=space.recipe.seed, epochs=space.recipe.epochs,
-                             storage_scheme=plan.storage_scheme, on_failure=stop.fail)
-    progress = Progress(study, space.trials, space.recipe.epochs, res.concurrency, finished,
+                             storage_scheme=plan.storage_scheme, on_failure=stop.fail, inherit_epochs=inherit_epochs)
+    progress = Progress(study, total or space.trials, space.recipe.epochs, res.concurrency, finished,
                         mode="quiet" if plan.options.quiet else None)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context),
                                     {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
@@ -37,7 +41,7 @@ def run_trials(plan: SearchPlan, study, encoding, context, remaining: int, finis
                                     max_concurrent_trials=res.concurrency, reuse_actors=True,
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(
-            name=f"attempt-{attempt}", storage_path=plan.tune_root, verbose=0,
+            name=f"attempt-{attempt}{name and '-' + name}", storage_path=plan.tune_root, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2), stop=stop,
             # each trial's result.json and progress.csv, as Tune writes by default (its TensorBoard files: not)
             callbacks=[StudyCallback(searcher), progress, CSVLoggerCallback(), JsonLoggerCallback()]),

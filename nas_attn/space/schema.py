@@ -200,6 +200,20 @@ class CpuBudgetSection(Section):
         return self.model_dump(exclude_none=True)
 
 
+class StrategySection(Section):
+    """``strategy:`` how candidates are evaluated (:mod:`nas_attn.strategy`); ``--strategy`` sets ``name``."""
+
+    name: Literal["scratch", "inherit", "oneshot"] = "scratch"
+    inherit_epochs: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    supernet_epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    retrain_top_k: Annotated[int, Field(ge=1, le=10_000)] = 4
+    bn_images: Annotated[int, Field(ge=1, le=10_000_000)] = 1024
+    score_batch: Annotated[int, Field(ge=1, le=100_000)] = 8
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class SpaceFile(Section):
     """A whole space file. Its own fields are few and plain; the sections keep their strict types (the
     recipe is a pydantic dataclass, which a strict parent would accept only as an instance)."""
@@ -220,6 +234,7 @@ class SpaceFile(Section):
     train: Recipe = Recipe()
     early_stopping: EarlyStoppingSection | None = None
     cpu_budget: CpuBudgetSection | None = None
+    strategy: StrategySection = StrategySection()
 
     @field_validator("imports")
     @classmethod
@@ -241,6 +256,9 @@ class SpaceFile(Section):
         asha, cpu = self.early_stopping, self.cpu_budget
         if asha is None:
             return self
+        if self.strategy.name != "scratch":
+            raise ValueError(f"early_stopping and strategy {self.strategy.name} do not combine (ASHA stops trials "
+                             f"at the recipe's epochs; a strategy's trials run other budgets): drop one")
         budgets = [("early_stopping.grace_period", asha.grace_period, "train.epochs", self.train.epochs)]
         if cpu is not None:
             grace = cpu.grace_period or asha.grace_period

@@ -27,6 +27,7 @@ from nas_attn.modules import get_entry, list_modules
 from nas_attn.recipe import Recipe
 from nas_attn.samplers import SamplerRequest, resolve_sampler
 from nas_attn.space.schema import OBJECTIVES, Choices, CpuBudgetSection, SpaceFile
+from nas_attn.strategy import Strategy
 
 NONE = "none"
 
@@ -80,6 +81,8 @@ class RunSettings:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     compile: bool = False
+    #: ``--strategy``: the evaluation strategy over the file's ``strategy.name``
+    strategy: str | None = None
     #: recipe settings over the file's and the CPU budget's (``nas-attn train --recipe KEY=VALUE``)
     recipe: Mapping[str, Any] = field(default_factory=dict)
 
@@ -110,6 +113,8 @@ class SearchSpace:
     warnings: tuple[str, ...] = ()
     #: the one arch every trial trains (``nas-attn train``); ``None`` in a search
     fixed: Arch | None = None
+    #: ``--strategy`` over the file's ``strategy.name`` (``None``: the file's)
+    strategy_name: str | None = None
 
     # -- what the rest of the program reads ------------------------------------------------------
     @property
@@ -131,6 +136,13 @@ class SearchSpace:
     @property
     def asha(self):
         return self.file.early_stopping
+
+    @property
+    def strategy(self) -> Strategy:
+        """How candidates are evaluated, its defaults resolved against this space's recipe (so a CPU budget's
+        fewer epochs give fewer fine-tuning and supernet epochs too)."""
+        given = {**self.file.strategy.given(), "name": self.strategy_name or self.file.strategy.name}
+        return Strategy.resolve(given, self.recipe.epochs)
 
     def sampler_request(self, seed: int) -> SamplerRequest:
         """What this space's sampler factory is given: the file's ``sampler.options`` go to the sampler the
@@ -184,7 +196,8 @@ class SearchSpace:
         return (f"space {self.name}: {self.base.backbone} (width {self.base.width}, input {self.base.input_size}, "
                 f"small_input {self.base.small_input}), positions {index_ranges(idx)}, modules {', '.join(mods)}; "
                 f"objectives {', '.join(self.objectives)}; sampler {self.sampler}; {self.trials} trials x "
-                f"{self.recipe.epochs} epochs")
+                f"{self.recipe.epochs} epochs" + ("" if self.strategy.name == "scratch" else
+                                                 f"; evaluation {self.strategy.summary()}"))
 
     # -- deriving the space a run uses ------------------------------------------------------------
     def for_arch(self, arch: Arch, seeds: int, input_size: int | None = None,
@@ -260,7 +273,7 @@ class SearchSpace:
             val_subset=_first(budget.get("val_subset"), self.val_subset),
             test_subset=_first(budget.get("test_subset"), self.test_subset),
             asha_grace_period=budget.get("grace_period", self.asha_grace_period) if self.asha else None,
-            cpu_budget_applied=bool(budget))
+            cpu_budget_applied=bool(budget), strategy_name=s.strategy or self.strategy_name)
 
     def cpu_budget_note(self, flags: Collection[str] = (), why: str = "no GPU") -> str | None:
         """What the CPU budget changes, for the start-up message (``None`` without one); ``flags``: the budget's
