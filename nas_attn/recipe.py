@@ -95,3 +95,16 @@ class Recipe:
     def replace(self, **changes: Any) -> Recipe:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+    def compressed(self, epochs: int) -> Recipe:
+        """The same schedule run over ``epochs`` instead (fine-tuning, a supernet's longer training): the
+        warm-up, the step length and the milestones scaled by ``epochs / self.epochs`` (a step at least one
+        epoch; milestones kept distinct and inside the run)."""
+        ratio = epochs / self.epochs
+        milestones: list[int] = []
+        for m in self.milestones:
+            scaled = min(epochs, max(1, round(m * ratio)))
+            if not milestones or scaled > milestones[-1]:
+                milestones.append(scaled)
+        return self.replace(epochs=epochs, warmup_epochs=self.warmup_epochs * ratio,
+                            step_epochs=max(1, round(self.step_epochs * ratio)), milestones=tuple(milestones))

@@ -164,6 +164,114 @@ class SupernetConfig:
         return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
 
 
+@dataclass(frozen=True)
+class SupernetReport:
+    """One epoch of the supernet's training, reported by its trial to the driver (``ray.tune.report``); a
+    failure is reported as a :class:`TrialReport` instead."""
+
+    epoch: int
+    train_loss: float
+    epoch_s: float
+    completed: bool = False
+    node: str = ""
+    node_id: str = ""
+    device: str = ""
+
+    def to_result(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> SupernetReport | None:
+        """``None`` where the result is not an epoch (a failure report)."""
+        if not all(k in result for k in ("epoch", "train_loss", "epoch_s")):
+            return None
+        return cls(**{f.name: result[f.name] for f in fields(cls) if f.name in result})
+
+
+@dataclass(frozen=True)
+class SupernetCheckpoint:
+    """The supernet's last checkpoint, kept as the study's user attribute :data:`SUPERNET_CHECKPOINT`: where a
+    killed search goes on from, and what the scoring loads once ``epoch == epochs``."""
+
+    epoch: int
+    epochs: int
+    checkpoint: str
+
+    @classmethod
+    def of(cls, study: Any) -> SupernetCheckpoint | None:
+        saved = study.user_attrs.get(SUPERNET_CHECKPOINT)
+        if not isinstance(saved, dict):
+            return None
+        try:
+            return cls(int(saved["epoch"]), int(saved["epochs"]), str(saved["checkpoint"]))
+        except (KeyError, TypeError, ValueError):  # a damaged attribute: trained again from the start
+            return None
+
+    def save_on(self, study: Any) -> None:
+        study.set_user_attr(SUPERNET_CHECKPOINT, dataclasses.asdict(self))
+
+    @property
+    def done(self) -> bool:
+        return self.epoch == self.epochs
+
+
+#: the study's user attribute holding :class:`SupernetCheckpoint`
+SUPERNET_CHECKPOINT = "supernet"
+
+
+@dataclass(frozen=True)
+class RetrainPicks:
+    """The predictions picked for retraining from scratch (trial numbers, in the order picked) and the newest
+    prediction they were picked among; kept as the study's user attribute :data:`RETRAIN_PICKS`."""
+
+    picks: list[int]
+    upto: int
+
+    @classmethod
+    def of(cls, study: Any) -> RetrainPicks | None:
+        saved = study.user_attrs.get(RETRAIN_PICKS)
+        if not isinstance(saved, dict):
+            return None
+        try:
+            return cls([int(n) for n in saved["picks"]], int(saved["upto"]))
+        except (KeyError, TypeError, ValueError):  # a damaged attribute: picked again
+            return None
+
+    def save_on(self, study: Any) -> None:
+        study.set_user_attr(RETRAIN_PICKS, dataclasses.asdict(self))
+
+
+#: the study's user attribute holding :class:`RetrainPicks`
+RETRAIN_PICKS = "retrain_picks"
+
+
+@dataclass(frozen=True)
+class ArchScore:
+    """One arch scored on the supernet by a scoring task: its validation figures and counted cost, or why the
+    scoring failed (``failed``: the first line as ``reason``, the whole ``traceback``)."""
+
+    val_acc: float = math.nan
+    val_top5: float = math.nan
+    val_loss: float = math.nan
+    params: int | None = None
+    flops: int | None = None
+    score_s: float | None = None
+    failed: bool = False
+    #: the task could not score at all (the supernet not loaded, its worker lost): not the arch's failure, so
+    #: the arch is recorded as interrupted and scored again
+    task_failed: bool = False
+    reason: str = ""
+    traceback: str = ""
+    node: str = ""
+    node_id: str = ""
+    device: str = ""
+
+    @classmethod
+    def failure(cls, report: TrialReport, task: bool = False) -> ArchScore:
+        return cls(failed=True, task_failed=task, reason=report.reason, traceback=report.traceback,
+                   node=report.node, node_id=report.node_id, device=report.device)
+
+
 # -- what a run folder keeps: the trials' user attributes, manifest.json, front_eval.json -----------------------
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from ray.tune.search import Searcher
 
 from nas_attn.arch import Arch
 from nas_attn.checkpoints import checkpoint_uri
-from nas_attn.records import EpochStats, TrialAttrs, TrialConfig, TrialReport, TrialStatus
+from nas_attn.records import ArchScore, EpochStats, TrialAttrs, TrialConfig, TrialReport, TrialStatus
+from nas_attn.results import interrupted_trials
 from nas_attn.runfolder import RunFolder
 from nas_attn.space.encoding import Encoding
 from nas_attn.storage import JournalWriteError
@@ -92,6 +93,7 @@ class StudySearcher(Searcher):
         self.too_tight: str | None = None
         self.inherit_epochs, self.evaluation = inherit_epochs, evaluation
         self._vanilla_checkpoint: str | None = None
+        self._vanilla_retried = False
 
     # -- proposing ------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, int]:
@@ -153,23 +155,48 @@ class StudySearcher(Searcher):
     def _wait_for_vanilla(self) -> dict | None | bool:
         """Before the vanilla trial's checkpoint exists: ``False`` to ask the study (which hands out the vanilla
         trial, enqueued here if needed), ``None`` to have Tune ask again later (the vanilla trial is training),
-        or ``Searcher.FINISHED`` (it failed: nothing to inherit from)."""
+        or ``Searcher.FINISHED`` (nothing to inherit from, with the reason in ``too_tight``)."""
         vanilla = [t for t in self.study.get_trials(deepcopy=False) if _is_vanilla_training(t)]
         for t in vanilla:
-            checkpoint = TrialAttrs.of(t, history=False).checkpoint
-            if t.state == TrialState.COMPLETE and checkpoint is not None:
-                self._vanilla_checkpoint = checkpoint
+            if t.state == TrialState.COMPLETE:
+                self._vanilla_checkpoint = TrialAttrs.of(t, history=False).checkpoint
+                if self._vanilla_checkpoint is None:  # its checkpoint was never recorded (a failed study write)
+                    self.too_tight = (f"the vanilla trial {t.number} recorded no checkpoint: weight inheritance has "
+                                      f"nothing to start from; start a new run (another --run-id)")
+                    return Searcher.FINISHED
                 return False
         if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in vanilla):
             return None if all(t.state == TrialState.RUNNING for t in vanilla) else False
-        failed = [t for t in vanilla if t.state == TrialState.FAIL and t.number not in _interrupted(self.study)]
-        if failed:
+        interrupted = interrupted_trials(self.study)
+        failed = [t for t in vanilla if t.state == TrialState.FAIL and t.number not in interrupted]
+        if failed and self._vanilla_retried:
             self.too_tight = (f"the vanilla trial {failed[-1].number} failed "
                               f"({TrialAttrs.of(failed[-1], history=False).reason}): weight inheritance has nothing "
-                              f"to start from")
+                              f"to start from (a resume trains it once more)")
             return Searcher.FINISHED
+        # none yet (a study that another strategy began), or it failed: once more in this attempt
+        self._vanilla_retried = bool(failed)
         self.study.enqueue_trial(self.encoding.vanilla_params(), user_attrs={"evaluation": "scratch"})
         return False
+
+    # -- the one-shot strategy: archs scored by the supernet, outside Tune ------------------------------------
+    def tell_score(self, trial_id: str, score: ArchScore) -> None:
+        """Tell the study a supernet's score of the arch handed out as ``trial_id`` (a prediction: ``oneshot``),
+        or its failure (recorded with its traceback)."""
+        live = self.live.pop(trial_id)
+        attrs: dict[str, Any] = {"evaluation": "oneshot", "wall_s": round(time.time() - live.started, 3),
+                                 **{k: getattr(score, k) for k in ("node", "node_id", "device") if getattr(score, k)}}
+        if score.failed:
+            TrialAttrs.set_on(live.trial, status=TrialStatus.FAILED.value, reason=score.reason,
+                              traceback=self._keep_traceback(live.trial.number, score.traceback), **attrs)
+            self.study.tell(live.trial, state=TrialState.FAIL)
+            return
+        cost = {"params": score.params, "flops": score.flops}
+        TrialAttrs.set_on(live.trial, status=TrialStatus.COMPLETE.value, val_acc_final=score.val_acc,
+                          val_acc_best=score.val_acc, val_top5_final=_finite(score.val_top5), epochs_run=0,
+                          train_s=score.score_s, **cost, **attrs)
+        measured = {"val_acc": score.val_acc, **cost}
+        self.study.tell(live.trial, [float(measured[o]) for o in self._objectives])
 
     def _tell_infeasible(self, trial: optuna.Trial, cost: dict[str, int] | None, reason: str) -> None:
         """Recorded and told, never trained: the worst accuracy, its real cost, and its violation (a latency
@@ -328,12 +355,6 @@ def _is_vanilla_training(t: optuna.trial.FrozenTrial) -> bool:
     attrs = t.user_attrs
     return attrs.get("evaluation") == "scratch" and attrs.get("retrain_of") is None and (
         "arch" not in attrs or not Arch.from_json(attrs["arch"]).placements)
-
-
-def _interrupted(study: optuna.Study) -> frozenset[int]:
-    from nas_attn.results import interrupted_trials
-
-    return interrupted_trials(study)
 
 
 def _finite(value: float) -> float | None:

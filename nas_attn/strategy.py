@@ -78,25 +78,30 @@ def is_prediction(evaluation: Any) -> bool:
     return isinstance(evaluation, str) and evaluation in PREDICTED
 
 
-def pick_for_retraining(candidates: Sequence[tuple[int, Sequence[float]]], directions: Sequence[str],
+def pick_for_retraining(candidates: Sequence[tuple[int, Sequence[float]]], objectives: Sequence[str],
                         k: int) -> list[int]:
     """The numbers of up to ``k`` predictions to retrain: the predicted Pareto front first, then the next fronts
-    (non-dominated sorting); where a front holds more than the places left, points spread evenly along it by its
-    second objective (its ends, the most accurate and the cheapest, always in; the most accurate alone where one
-    place is left). Deterministic: a resume picks alike.
+    (non-dominated sorting); where a front holds more than the places left, points spread evenly along it by
+    FLOPs (else the first cost objective), its ends (the cheapest and the most accurate) always in, the most
+    accurate alone where one place is left. Deterministic: the same candidates give the same picks.
 
-    ``candidates``: (trial number, objective values); ``directions``: ``maximize``/``minimize`` per objective.
-    Written here because Optuna exposes only the first front (``Study.best_trials``) and of a whole study.
+    ``candidates``: (trial number, objective values in the order of ``objectives``); ``val_acc`` is maximised,
+    every other objective (a cost) minimised. Written here because Optuna exposes only the first front
+    (``Study.best_trials``), and of a whole study.
     """
-    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    acc = list(objectives).index("val_acc")
+    cost = list(objectives).index("flops") if "flops" in objectives else next(
+        i for i, o in enumerate(objectives) if o != "val_acc")
+    signs = [-1.0 if o == "val_acc" else 1.0 for o in objectives]
     left = {n: tuple(s * float(v) for s, v in zip(signs, values, strict=True)) for n, values in candidates}
     picked: list[int] = []
     while left and len(picked) < k:
         front = sorted((n for n in left if not any(_dominates(left[m], left[n]) for m in left if m != n)),
-                       key=lambda n: (left[n][1:], left[n][0], n))
+                       key=lambda n: (left[n][cost], left[n][acc], n))
         need = k - len(picked)
         if len(front) > need:
-            front = [front[-1]] if need == 1 else [front[round(i * (len(front) - 1) / (need - 1))] for i in range(need)]
+            front = [min(front, key=lambda n: (left[n][acc], n))] if need == 1 else [
+                front[round(i * (len(front) - 1) / (need - 1))] for i in range(need)]
         picked += front
         for n in front:
             del left[n]

@@ -21,7 +21,7 @@ from typing import Any
 from nas_attn.data import DataHandle
 from nas_attn.fsutil import is_disk_full
 from nas_attn.recipe import Recipe
-from nas_attn.records import EpochStats, SupernetConfig, TrialConfig, TrialReport
+from nas_attn.records import ArchScore, EpochStats, SupernetConfig, SupernetReport, TrialConfig, TrialReport
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _train_and_report(trial: TrialConfig, context: TrialContext, device: str, wh
     where.update(_cost(trial, arch))
     if context.measure_latency:
         where["latency_ms"] = _latency(arch, device)
-    recipe = context.recipe if trial.epochs is None else context.recipe.replace(epochs=trial.epochs)
+    recipe = context.recipe if trial.epochs is None else context.recipe.compressed(trial.epochs)
     start_from = None if trial.start_from is None else _vanilla_weights(trial.start_from, arch, context)
     startup: list[float] = []
 
@@ -239,48 +239,56 @@ def _train_supernet(config: SupernetConfig, context: TrialContext, space, device
             resume = load_weights(str(folder), Path(folder))
     elif config.resume is not None:
         resume = load_weights(config.resume, Path(context.run_dir))
-    recipe = context.recipe.replace(epochs=config.epochs)
+    recipe = context.recipe.compressed(config.epochs)
 
     def report(epoch, state) -> None:
-        result = {"epoch": epoch.epoch, "train_loss": epoch.train_loss, "epoch_s": epoch.epoch_s,
-                  "completed": epoch.epoch == config.epochs, **where}
+        result = SupernetReport(epoch.epoch, epoch.train_loss, epoch.epoch_s, epoch.epoch == config.epochs, **where)
         with tempfile.TemporaryDirectory() as folder:
             save_state(Path(folder), state(), space.base.to_json())
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(result.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
 
     train_supernet(space, context.data.open(), recipe, seed=config.seed, device=device, report=report,
                    resume=resume, memory_budget=memory_budget(context, device))
 
 
-def score_with_supernet(archs: list[str], uri: str, context: TrialContext, space, bn_images: int) -> list[dict]:
+def score_with_supernet(archs: list[str], uri: str, context: TrialContext, space, bn_images: int) -> list[ArchScore]:
     """Validation accuracy of each arch (JSON) on its path of the trained supernet ``uri``, BatchNorm re-estimated
-    on ``bn_images`` training images, with its counted cost (a Ray task). A failure is returned, not raised: the
-    driver records each arch of the batch as failed with the traceback, and the search goes on."""
+    on ``bn_images`` training images, with its counted cost (a Ray task). Failures are returned, not raised: an
+    arch that fails is recorded as failed with its traceback and the others keep their scores; a task that cannot
+    load the supernet returns its failure for every arch (the driver runs those archs again)."""
     where: dict[str, Any] = {}
     try:
         prepare_worker(context)
         device, where = _placement(context.threads)
-        return _score(archs, uri, context, space, bn_images, device, where)
+        trained, splits = _load_supernet(uri, context, space, device)
     except Exception as exc:
-        report = failure_report(exc, where)
-        return [{"failed": True, "reason": report.reason, "traceback": report.traceback, **where}] * len(archs)
+        return [ArchScore.failure(failure_report(exc, where), task=True)] * len(archs)
+    out = []
+    for text in archs:
+        try:
+            out.append(_score(text, trained, splits, bn_images, where))
+        except Exception as exc:  # this arch's failure, recorded with its traceback; the batch goes on
+            out.append(ArchScore.failure(failure_report(exc, where)))
+    return out
 
 
-def _score(archs: list[str], uri: str, context: TrialContext, space, bn_images: int, device: str,
-           where: dict) -> list[dict]:
-    from nas_attn.arch import Arch
+def _load_supernet(uri: str, context: TrialContext, space, device: str):
     from nas_attn.checkpoints import load_weights
-    from nas_attn.complexity import complexity
-    from nas_attn.oneshot import load_supernet, score_archs
+    from nas_attn.oneshot import load_supernet
 
     splits = context.data.open()
     trained = load_supernet(space, load_weights(uri, Path(context.run_dir)), splits, context.recipe, device=device,
                             memory_budget=memory_budget(context, device))
-    out = []
-    for text in archs:
-        t0 = time.perf_counter()
-        arch = Arch.from_json(text)
-        score = score_archs(trained, [arch], splits, bn_images=bn_images)[0]
-        out.append({"val_acc": score.top1, "val_top5": score.top5, "val_loss": score.loss, **complexity(arch),
-                    "score_s": round(time.perf_counter() - t0, 3), **where})
-    return out
+    return trained, splits
+
+
+def _score(text: str, trained, splits, bn_images: int, where: dict) -> ArchScore:
+    from nas_attn.arch import Arch
+    from nas_attn.complexity import complexity
+    from nas_attn.oneshot import score_archs
+
+    t0 = time.perf_counter()
+    arch = Arch.from_json(text)
+    score = score_archs(trained, [arch], splits, bn_images=bn_images)[0]
+    return ArchScore(val_acc=score.top1, val_top5=score.top5, val_loss=score.loss, **complexity(arch),
+                     score_s=round(time.perf_counter() - t0, 3), **where)

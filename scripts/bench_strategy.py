@@ -258,14 +258,17 @@ def compare_hv(args) -> dict:
     from nas_attn.search.driver import run_search
 
     results = Path(tempfile.mkdtemp(prefix="bench_hv_"))
+    space = _with_retrain_top_k(args.space, args.hv_top_k, results)
     common = {"results_dir": str(results), "quiet": True, "full_budget": args.full_budget,
               "data_root": args.data_root}
-    oneshot = _search_figures(run_search(args.space, strategy="oneshot", trials=args.hv_scored, run_id="oneshot",
+    oneshot = _search_figures(run_search(space, strategy="oneshot", trials=args.hv_scored, run_id="oneshot",
                                          **common))
     # equal compute: the trials a scratch search fits in the oneshot search's wall time at the same concurrency
     per_trial = oneshot["retrain_wall_s_mean"]
+    if not per_trial:
+        return {"space": args.space, "oneshot": oneshot, "error": "no retraining completed: no cost of a trial"}
     trials = max(1, int(oneshot["search_s"] * oneshot["concurrency"] / per_trial))
-    scratch = _search_figures(run_search(args.space, strategy="scratch", trials=trials, run_id="scratch", **common))
+    scratch = _search_figures(run_search(space, strategy="scratch", trials=trials, run_id="scratch", **common))
     reference = [0.0, 1.05 * float(max(oneshot["max_flops"], scratch["max_flops"]))]  # every trained arch inside
     for figures in (oneshot, scratch):
         figures["hypervolume"] = _hypervolume(figures.pop("run_dir"), reference)
@@ -273,6 +276,21 @@ def compare_hv(args) -> dict:
             "oneshot": oneshot, "scratch": scratch,
             "hypervolume_ratio": round(oneshot["hypervolume"] / scratch["hypervolume"], 4)
             if scratch["hypervolume"] else None, "results_dir": str(results)}
+
+
+def _with_retrain_top_k(name: str, k: int, folder: Path) -> str:
+    """A copy of the space file (same name, so the same run folders) whose ``strategy.retrain_top_k`` is ``k``:
+    no flag sets it, a space file does."""
+    import yaml
+
+    from nas_attn.space import load_space
+
+    source = load_space(name).path
+    data = yaml.safe_load(source.read_text())
+    data.setdefault("strategy", {})["retrain_top_k"] = k
+    copy = folder / source.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(copy)
 
 
 def _search_figures(result) -> dict:

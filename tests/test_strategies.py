@@ -25,7 +25,7 @@ from nas_attn.space.encoding import make_encoding
 from nas_attn.strategy import Strategy, pick_for_retraining
 from nas_attn.study import make_sampler, prepare_resume, record_interrupted
 
-MAX, MIN = "maximize", "minimize"
+OBJ = ["val_acc", "flops"]
 
 
 # -- which predictions are retrained ----------------------------------------------------------------------------
@@ -34,27 +34,33 @@ def test_pick_takes_the_predicted_front_spread_along_its_cost():
     # five non-dominated points (accuracy up with FLOPs) and two dominated ones
     front = [(0, (0.50, 10)), (1, (0.60, 20)), (2, (0.70, 30)), (3, (0.80, 40)), (4, (0.90, 50))]
     dominated = [(5, (0.55, 25)), (6, (0.40, 60))]
-    assert pick_for_retraining(front + dominated, [MAX, MIN], 5) == [0, 1, 2, 3, 4]
-    assert pick_for_retraining(front + dominated, [MAX, MIN], 3) == [0, 2, 4]  # both ends and the middle
-    assert pick_for_retraining(front + dominated, [MAX, MIN], 2) == [0, 4]
-    assert pick_for_retraining(front + dominated, [MAX, MIN], 1) == [4]  # one place: the most accurate
+    assert pick_for_retraining(front + dominated, OBJ, 5) == [0, 1, 2, 3, 4]
+    assert pick_for_retraining(front + dominated, OBJ, 3) == [0, 2, 4]  # both ends and the middle
+    assert pick_for_retraining(front + dominated, OBJ, 2) == [0, 4]
+    assert pick_for_retraining(front + dominated, OBJ, 1) == [4]  # one place: the most accurate
     # more places than the front: the next front fills them (5 dominates only by 1; 6 by everyone)
-    assert pick_for_retraining(front + dominated, [MAX, MIN], 6) == [0, 1, 2, 3, 4, 5]
-    assert pick_for_retraining(front + dominated, [MAX, MIN], 50) == [0, 1, 2, 3, 4, 5, 6]
-    assert pick_for_retraining([], [MAX, MIN], 4) == []
+    assert pick_for_retraining(front + dominated, OBJ, 6) == [0, 1, 2, 3, 4, 5]
+    assert pick_for_retraining(front + dominated, OBJ, 50) == [0, 1, 2, 3, 4, 5, 6]
+    assert pick_for_retraining([], OBJ, 4) == []
 
 
 def test_pick_is_the_same_whatever_the_order_of_the_candidates():
     cands = [(n, (0.5 + 0.01 * (n % 7), 10 + n)) for n in range(40)]
-    picks = pick_for_retraining(cands, [MAX, MIN], 4)
+    picks = pick_for_retraining(cands, OBJ, 4)
     assert len(picks) == 4 == len(set(picks))
-    assert pick_for_retraining(list(reversed(cands)), [MAX, MIN], 4) == picks
+    assert pick_for_retraining(list(reversed(cands)), OBJ, 4) == picks
 
 
-def test_pick_reads_each_objective_in_its_direction():
+def test_pick_reads_each_objective_in_its_direction_wherever_it_is():
     # three objectives: accuracy up, FLOPs and params down; 1 is dominated by 0 in all three
     cands = [(0, (0.9, 10, 5)), (1, (0.8, 11, 6)), (2, (0.7, 5, 9))]
-    assert sorted(pick_for_retraining(cands, [MAX, MIN, MIN], 2)) == [0, 2]
+    assert sorted(pick_for_retraining(cands, ["val_acc", "flops", "params"], 2)) == [0, 2]
+    # the objectives in another order: the same picks, the spread along FLOPs, one place the most accurate
+    front = [(n, (10.0 * (n + 1), 0.5 + 0.1 * n)) for n in range(5)]  # (flops, val_acc)
+    assert pick_for_retraining(front, ["flops", "val_acc"], 1) == [4]
+    assert pick_for_retraining(front, ["flops", "val_acc"], 3) == [0, 2, 4]
+    by_params = [(n, (0.5 + 0.1 * n, 10.0 * (n + 1))) for n in range(5)]  # no FLOPs: the first cost objective
+    assert pick_for_retraining(by_params, ["val_acc", "params"], 2) == [0, 4]
 
 
 # -- the space key, the flag, and what they refuse ---------------------------------------------------------------
@@ -157,11 +163,26 @@ def test_inheritance_stops_when_the_vanilla_trial_failed_and_reruns_an_interrupt
     again = TrialConfig.from_config(searcher.suggest("t1"))
     assert json.loads(again.arch)["placements"] == [] and again.start_from is None
     assert study.trials[-1].user_attrs["evaluation"] == "scratch"
-    live = searcher.live.pop("t1").trial
-    TrialAttrs.set_on(live, status="failed", reason="RuntimeError: out of memory")
-    study.tell(live, state=TrialState.FAIL)
-    assert searcher.suggest("t2") == Searcher.FINISHED
-    assert "vanilla trial 1 failed (RuntimeError: out of memory)" in searcher.too_tight
+    for n, trial_id in enumerate(("t1", "t2")):  # a failure is retried once in an attempt, then it ends it
+        live = searcher.live.pop(trial_id).trial
+        TrialAttrs.set_on(live, status="failed", reason="RuntimeError: out of memory")
+        study.tell(live, state=TrialState.FAIL)
+        if n == 0:
+            retry = TrialConfig.from_config(searcher.suggest("t2"))
+            assert json.loads(retry.arch)["placements"] == [] and retry.start_from is None
+    assert searcher.suggest("t3") == Searcher.FINISHED
+    assert "vanilla trial 2 failed (RuntimeError: out of memory)" in searcher.too_tight
+    assert "a resume trains it once more" in searcher.too_tight
+    vanillas = [t for t in study.trials if t.user_attrs.get("evaluation") == "scratch"]
+    assert [t.state for t in vanillas] == [TrialState.FAIL] * 3  # interrupted, failed, failed: no fourth
+
+
+def test_a_vanilla_trial_without_a_checkpoint_is_not_trained_again(tmp_path):
+    searcher, study = _inherit_searcher(tmp_path)
+    searcher.suggest("t0")
+    study.tell(searcher.live.pop("t0").trial, [0.5, 1.0])  # complete, but its checkpoint was never recorded
+    assert searcher.suggest("t1") == Searcher.FINISHED and "recorded no checkpoint" in searcher.too_tight
+    assert len(study.trials) == 1
 
 
 def test_an_interrupted_retraining_runs_again_as_a_retraining(tmp_path):
@@ -172,6 +193,33 @@ def test_an_interrupted_retraining_runs_again_as_a_retraining(tmp_path):
     record_interrupted(study, [trial.number])
     waiting = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].user_attrs == {"evaluation": "scratch", "retrain_of": 7}
+
+
+def test_the_picks_are_kept_whatever_retrainings_finished(tmp_path):
+    """Picked once: a retraining that finished does not change what a resume retrains, and nothing is enqueued
+    twice or left waiting."""
+    from nas_attn.search.strategies import enqueue_retraining
+
+    space = load_space(str(_space(tmp_path, "strategy: {name: oneshot, retrain_top_k: 2}")))
+    study = optuna.create_study(directions=space.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    encoding = make_encoding(space)
+    seen = set()
+    while len(seen) < 6:  # six distinct archs, one predicted front (accuracy up with FLOPs)
+        trial, arch = encoding.ask(study)
+        if arch.to_json() in seen:
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        seen.add(arch.to_json())
+        TrialAttrs.set_on(trial, arch=arch.to_json(), evaluation="oneshot")
+        study.tell(trial, [0.1 * len(seen), 1e6 * len(seen)])
+    picks = enqueue_retraining(space, study)
+    assert len(picks) == 2
+    retrain, _ = encoding.ask(study)  # the first enqueued retraining, trained and complete
+    assert retrain.user_attrs["retrain_of"] == picks[0] and retrain.user_attrs["evaluation"] == "scratch"
+    study.tell(retrain, [0.05, 1e6])
+    assert enqueue_retraining(space, study) == picks  # the same picks, though one arch is now trained
+    waiting = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+    assert [t.user_attrs["retrain_of"] for t in waiting] == [picks[1]]
 
 
 # -- end to end: each strategy, killed in each phase, resumed -----------------------------------------------------
@@ -250,6 +298,7 @@ def _kill_and_resume(tmp_path, space, name, conditions):
 
 def _check_recorded(run, study, strategy, trials, top_k):
     """What every strategy run leaves: predictions, their retraining, a trained-only front, the manifest."""
+    assert not [t.number for t in study.trials if t.state == TrialState.WAITING]  # nothing enqueued and left
     attrs = {t.number: TrialAttrs.of(t, history=False) for t in study.trials if t.state == TrialState.COMPLETE}
     predicted = {n for n, a in attrs.items() if _predictions(a)}
     retrained = {n: a.retrain_of for n, a in attrs.items() if _retrains(a)}
@@ -309,3 +358,15 @@ def test_oneshot_end_to_end_killed_in_each_phase(tmp_path):
     assert "oneshot: training the supernet for 4 epoch(s), from its epoch" in (tmp_path / "attempt1.log").read_text()
     supernet = study.user_attrs["supernet"]
     assert supernet["epoch"] == supernet["epochs"] == 4
+
+
+def test_a_compressed_recipe_keeps_its_schedule_in_proportion():
+    from nas_attn.recipe import Recipe
+
+    r = Recipe(epochs=90, schedule="multistep", milestones=(30, 60), warmup_epochs=5.0, step_epochs=30)
+    c = r.compressed(9)
+    assert (c.epochs, c.milestones, c.warmup_epochs, c.step_epochs) == (9, (3, 6), 0.5, 3)
+    tiny = r.compressed(1)  # milestones kept distinct and inside the run, a step at least an epoch
+    assert (tiny.milestones, tiny.step_epochs) == ((1,), 1)
+    longer = Recipe(epochs=2, schedule="onecycle").compressed(6)  # a supernet: three trainings long
+    assert longer.epochs == 6 and longer.schedule == "onecycle" and longer.lr == r.lr

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -24,18 +25,27 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 
+from nas_attn.checkpoints import checkpoint_uri
+from nas_attn.complexity import complexity
 from nas_attn.errors import NasAttnError
-from nas_attn.plan import SearchPlan
-from nas_attn.records import SupernetConfig, TrialAttrs, TrialReport, TrialStatus
-from nas_attn.results import interrupted_trials, trial_status
+from nas_attn.plan import SearchPlan, local_ray
+from nas_attn.records import (
+    ArchScore,
+    RetrainPicks,
+    SupernetCheckpoint,
+    SupernetConfig,
+    SupernetReport,
+    TrialAttrs,
+    TrialReport,
+)
+from nas_attn.results import count_finished, interrupted_trials, trial_status
 from nas_attn.searcher import StudySearcher
+from nas_attn.space import SearchSpace
 from nas_attn.stopping import StopRequest
+from nas_attn.storage import JournalWriteError
 from nas_attn.strategy import is_prediction, pick_for_retraining
 from nas_attn.study import record_interrupted
 from nas_attn.trial import TrialContext, run_supernet, score_with_supernet
-
-#: study user attribute: the supernet's last checkpoint (``{"epoch", "epochs", "checkpoint"}``)
-SUPERNET_KEY = "supernet"
 
 Say = Callable[[str], None]
 
@@ -51,9 +61,9 @@ def run_strategy(plan: SearchPlan, study: optuna.Study, encoding, context: Trial
                     inherit_epochs=strategy.inherit_epochs)
     else:
         checkpoint = train_supernet_phase(plan, study, context, attempt, stop, say)
-        score_phase(plan, study, encoding, context, checkpoint, stop, say)
-    picks = enqueue_retraining(plan, study)
-    remaining = _remaining(study, len(picks), _retraining)
+        score_phase(plan, study, encoding, context, checkpoint, attempt, stop, say)
+    picks = enqueue_retraining(plan.space, study)
+    remaining = _remaining(study, len(picks), lambda a: a.retrain_of in picks)
     if remaining:
         say(f"{strategy.name}: retraining {remaining} arch(s) of the predicted front from scratch "
             f"(trial(s) {', '.join(map(str, picks))} predicted them)")
@@ -63,10 +73,6 @@ def run_strategy(plan: SearchPlan, study: optuna.Study, encoding, context: Trial
 def _predicting(attrs: TrialAttrs) -> bool:
     """A trial of the prediction phase (the vanilla trial of ``inherit`` included)."""
     return attrs.retrain_of is None
-
-
-def _retraining(attrs: TrialAttrs) -> bool:
-    return attrs.retrain_of is not None
 
 
 def count_finished_where(study: optuna.Study, keep: Callable[[TrialAttrs], bool]) -> int:
@@ -98,8 +104,6 @@ def _tune_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialC
 def settle(plan: SearchPlan, study: optuna.Study, searcher: StudySearcher | None, stop: StopRequest) -> None:
     """After Ray Tune returned: a write failure or a stop request ends the search (trials left running recorded
     as interrupted), and so does a searcher that could not go on (constraints too tight, no vanilla weights)."""
-    from nas_attn.results import count_finished
-
     if stop.failure is not None:
         raise stop.failure
     if stop.requested:
@@ -113,27 +117,30 @@ def settle(plan: SearchPlan, study: optuna.Study, searcher: StudySearcher | None
 # -- oneshot: the supernet --------------------------------------------------------------------------------------
 
 class SupernetRecorder(tune.Callback):
-    """Records the supernet's last checkpoint in the study (where a resume goes on from), and its failure."""
+    """Records the supernet's last checkpoint in the study (where a resume goes on from), and its failure. Tune
+    swallows what a callback raises, so a study that cannot be written stops the search through ``stop``."""
 
-    def __init__(self, study: optuna.Study, plan: SearchPlan, epochs: int, say: Say) -> None:
-        self.study, self.plan, self.epochs, self.say = study, plan, epochs, say
+    def __init__(self, study: optuna.Study, plan: SearchPlan, epochs: int, stop: StopRequest, say: Say) -> None:
+        self.study, self.plan, self.epochs, self.stop, self.say = study, plan, epochs, stop, say
         self.epoch: int | None = None
         self.failure: TrialReport | None = None
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        report = TrialReport.from_result(result)
-        if report.failed:
-            self.failure = report
+        report = SupernetReport.from_result(result)
+        if report is None:
+            self.failure = TrialReport.from_result(result)
             return
-        self.epoch = int(result["epoch"])
-        self.say(f"supernet: epoch {self.epoch}/{self.epochs}, training loss {result['train_loss']:.4f} "
-                 f"({result['epoch_s']:.1f} s)")
+        self.epoch = report.epoch
+        self.say(f"supernet: epoch {report.epoch}/{self.epochs}, training loss {report.train_loss:.4f} "
+                 f"({report.epoch_s:.1f} s)")
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
-        from nas_attn.checkpoints import checkpoint_uri
-
         uri = checkpoint_uri(checkpoint, self.plan.run.path, self.plan.storage_scheme)
-        self.study.set_user_attr(SUPERNET_KEY, {"epoch": self.epoch, "epochs": self.epochs, "checkpoint": uri})
+        try:
+            SupernetCheckpoint(self.epoch, self.epochs, uri).save_on(self.study)
+        except (OSError, JournalWriteError) as exc:
+            self.stop.fail(JournalWriteError(f"cannot record the supernet's checkpoint in {self.plan.run.path} "
+                                             f"({exc}): the search stops; a resume goes on from its last epoch"))
 
 
 def train_supernet_phase(plan: SearchPlan, study: optuna.Study, context: TrialContext, attempt: int,
@@ -141,23 +148,15 @@ def train_supernet_phase(plan: SearchPlan, study: optuna.Study, context: TrialCo
     """The trained supernet's checkpoint: trained now as one Ray Tune trial (or from its last epoch after a
     kill), or found in the study."""
     epochs = plan.space.strategy.supernet_epochs
-    saved = study.user_attrs.get(SUPERNET_KEY) or {}
-    if saved.get("epoch") == epochs and saved.get("epochs") == epochs:
-        return saved["checkpoint"]
-    resume = saved.get("checkpoint") if saved.get("epochs") == epochs else None
+    saved = SupernetCheckpoint.of(study)
+    if saved is not None and saved.done and saved.epochs == epochs:
+        return saved.checkpoint
+    resume = saved if saved is not None and saved.epochs == epochs else None
     say(f"oneshot: training the supernet for {epochs} epoch(s)" +
-        (f", from its epoch {saved['epoch']}" if resume else ""))
-    recorder = SupernetRecorder(study, plan, epochs, say)
-    res = plan.resources
-    trainable = tune.with_resources(tune.with_parameters(run_supernet, context=context, space=plan.space),
-                                    {"cpu": res.cpus_per_trial, "gpu": 1 if res.gpus_per_trial > 0 else 0})
-    tuner = tune.Tuner(
-        trainable, param_space=SupernetConfig(plan.space.recipe.seed, epochs, resume).to_config(),
-        tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda t: "supernet"),
-        run_config=tune.RunConfig(name=f"attempt-{attempt}-supernet", storage_path=plan.tune_root, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=2), stop=stop,
-                                  callbacks=[recorder]))
-    results = tuner.fit()
+        (f", from its epoch {resume.epoch}" if resume else ""))
+    recorder = SupernetRecorder(study, plan, epochs, stop, say)
+    results = _supernet_tuner(plan, context, attempt, stop, recorder,
+                              SupernetConfig(plan.space.recipe.seed, epochs, resume and resume.checkpoint)).fit()
     if stop.failure is not None:
         raise stop.failure
     stop.check("the supernet's training was stopped; a resume goes on from its last epoch")
@@ -166,10 +165,29 @@ def train_supernet_phase(plan: SearchPlan, study: optuna.Study, context: TrialCo
         raise NasAttnError(f"oneshot: the supernet's training failed: {recorder.failure.reason} (traceback: {kept})")
     if results.errors:
         raise NasAttnError(f"oneshot: the supernet's Ray worker failed: {str(results.errors[0]).splitlines()[0]}")
-    saved = study.user_attrs.get(SUPERNET_KEY) or {}
-    if saved.get("epoch") != epochs:
+    saved = SupernetCheckpoint.of(study)
+    if saved is None or not saved.done:
         raise NasAttnError(f"oneshot: the supernet's training ended without its epoch-{epochs} checkpoint")
-    return saved["checkpoint"]
+    return saved.checkpoint
+
+
+def _supernet_tuner(plan: SearchPlan, context: TrialContext, attempt: int, stop: StopRequest,
+                    recorder: SupernetRecorder, config: SupernetConfig) -> tune.Tuner:
+    """One trial. On a GPU it has a whole one; on a local machine without one, every CPU the trials would share
+    (it is the only thing running), elsewhere one trial's. Tune keeps its last two checkpoints (the study's is
+    the newest)."""
+    res = plan.resources
+    gpu = 1 if res.gpus_per_trial > 0 else 0
+    cpu = res.cpus_per_trial if gpu or not local_ray(plan.options) else res.cpus_per_trial * res.concurrency
+    context = replace(context, threads=max(1, int(cpu)), gpus_per_trial=float(gpu))
+    trainable = tune.with_resources(tune.with_parameters(run_supernet, context=context, space=plan.space),
+                                    {"cpu": cpu, "gpu": gpu})
+    return tune.Tuner(
+        trainable, param_space=config.to_config(),
+        tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda t: "supernet"),
+        run_config=tune.RunConfig(name=f"attempt-{attempt}-supernet", storage_path=plan.tune_root, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2), stop=stop, callbacks=[recorder],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
 
 def _keep_text(plan: SearchPlan, name: str, text: str) -> str:
@@ -181,12 +199,14 @@ def _keep_text(plan: SearchPlan, name: str, text: str) -> str:
 
 # -- oneshot: scoring -------------------------------------------------------------------------------------------
 
+#: scoring tasks in a row that could not score at all (supernet not loaded, worker lost) before the search stops
+MAX_FAILED_TASKS = 3
+
+
 def score_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialContext, checkpoint: str,
-                stop: StopRequest, say: Say) -> None:
+                attempt: int, stop: StopRequest, say: Say) -> None:
     """The space's trials proposed by the sampler and scored by the supernet, ``score_batch`` archs per Ray task,
     one task per trial slot at once; each score told to the study as it returns (a prediction: ``oneshot``)."""
-    from nas_attn.complexity import complexity
-
     space, res, strategy = plan.space, plan.resources, plan.space.strategy
     todo = _remaining(study, space.trials, _predicting)
     _report_resume(plan, study, "scored arch", todo, say)
@@ -195,37 +215,13 @@ def score_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialC
     say(f"oneshot: scoring {todo} arch(s) on the supernet, {strategy.score_batch} per task, {res.concurrency} "
         f"task(s) at once")
     searcher = StudySearcher(study, encoding, cost=complexity if space.counts_before_training else None,
-                             run=plan.run, seed_base=space.recipe.seed, epochs=0, evaluation="oneshot")
-    task = ray.remote(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)(score_with_supernet)
-    shared_context, shared_space = ray.put(context), ray.put(space)
-    in_flight: dict[Any, list[str]] = {}
-    asked = 0
-    t0 = time.time()
+                             run=plan.run, seed_base=space.recipe.seed, epochs=0, evaluation="oneshot",
+                             on_failure=stop.fail)
+    scoring = Scoring(plan, searcher, checkpoint, context, attempt)
     try:
-        while asked < todo or in_flight:
-            while asked < todo and len(in_flight) < res.concurrency:
-                ids = _ask(searcher, min(strategy.score_batch, todo - asked), asked)
-                if not ids:
-                    break
-                asked += len(ids)
-                archs = [searcher.live[i].trial.user_attrs["arch"] for i in ids]
-                in_flight[task.remote(archs, checkpoint, shared_context, shared_space, strategy.bn_images)] = ids
-            if searcher.too_tight and not in_flight:
-                raise NasAttnError(f"{space.path.name}: {searcher.too_tight}")
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                _tell_scores(searcher, in_flight.pop(ref), _get(ref))
-            if ready:
-                done = count_finished_where(study, _predicting)
-                say(f"oneshot: {done}/{space.trials} scored ({time.time() - t0:.0f} s)")
-            if stop.requested or stop.failure is not None:
-                break
-    finally:
-        for ref in in_flight:
-            ray.cancel(ref, force=True)
-        left = [searcher.live[i].trial.number for ids in in_flight.values() for i in ids]
-        if left:
-            record_interrupted(study, left)
+        scoring.run(todo, stop, say)
+    finally:  # also on a stop or an error: the archs handed out and not scored run again
+        scoring.give_back()
     if stop.failure is not None:
         raise stop.failure
     stop.check("the supernet's scoring was stopped; every score told is kept")
@@ -233,72 +229,119 @@ def score_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialC
         raise NasAttnError(f"{space.path.name}: {searcher.too_tight}")
 
 
-def _ask(searcher: StudySearcher, n: int, offset: int) -> list[str]:
-    """Up to ``n`` feasible archs from the sampler (archs over a constraint are told at once, never scored)."""
-    ids = []
-    for i in range(n):
-        trial_id = f"score-{offset + i}"
-        config = searcher.suggest(trial_id)
-        if not isinstance(config, dict):
-            break
-        ids.append(trial_id)
-    return ids
+class Scoring:
+    """The scoring tasks in flight: archs asked of the sampler through the searcher, scored by Ray tasks
+    (``score_with_supernet``: the worker keeps its process, torch imported once), told as they return."""
 
+    def __init__(self, plan: SearchPlan, searcher: StudySearcher, checkpoint: str, context: TrialContext,
+                 attempt: int) -> None:
+        res = plan.resources
+        self.plan, self.searcher, self.checkpoint, self.attempt = plan, searcher, checkpoint, attempt
+        self.task = ray.remote(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial,
+                               max_calls=0)(score_with_supernet)
+        self.context, self.space = ray.put(context), ray.put(plan.space)
+        self.in_flight: dict[Any, list[str]] = {}
+        self.asked = 0
+        self.failed_tasks = 0
 
-def _get(ref) -> list[dict] | BaseException:
-    try:
-        return ray.get(ref)
-    except Exception as exc:  # the task's worker was lost: each of its archs is recorded as failed
-        return exc
+    def run(self, todo: int, stop: StopRequest, say: Say) -> None:
+        t0 = time.time()
+        while not stop.requested and stop.failure is None:
+            self._launch(todo)
+            if not self.in_flight:
+                return  # all asked and told, or the searcher cannot go on (constraints, a study not written)
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._collect(ref)
+            if ready:
+                done = count_finished_where(self.searcher.study, _predicting)
+                say(f"oneshot: {done}/{self.plan.space.trials} scored ({time.time() - t0:.0f} s)")
 
+    def _launch(self, todo: int) -> None:
+        batch, slots = self.plan.space.strategy.score_batch, self.plan.resources.concurrency
+        while self.asked < todo and len(self.in_flight) < slots and not self.searcher.too_tight:
+            ids = []
+            for _ in range(min(batch, todo - self.asked)):
+                trial_id = f"score-{self.attempt}-{self.asked + len(ids)}"
+                if not isinstance(self.searcher.suggest(trial_id), dict):
+                    break
+                ids.append(trial_id)
+            if not ids:
+                return
+            self.asked += len(ids)
+            archs = [self.searcher.live[i].trial.user_attrs["arch"] for i in ids]
+            ref = self.task.remote(archs, self.checkpoint, self.context, self.space,
+                                   self.plan.space.strategy.bn_images)
+            self.in_flight[ref] = ids
 
-def _tell_scores(searcher: StudySearcher, ids: list[str], scores: list[dict] | BaseException) -> None:
-    if isinstance(scores, BaseException):
-        first = (str(scores).strip().splitlines() or [type(scores).__name__])[0]
-        scores = [{"failed": True, "reason": f"the scoring task's Ray worker failed: {first}"[:500],
-                   "traceback": str(scores)}] * len(ids)
-    for trial_id, score in zip(ids, scores, strict=True):
-        live = searcher.live.pop(trial_id)
-        where = {k: score[k] for k in ("node", "node_id", "device") if score.get(k)}
-        attrs: dict[str, Any] = {"evaluation": "oneshot", "wall_s": round(time.time() - live.started, 3), **where}
-        if score.get("failed"):
-            attrs.update(status=TrialStatus.FAILED.value, reason=score["reason"],
-                         traceback=searcher._keep_traceback(live.trial.number, score.get("traceback", "")))
-            TrialAttrs.set_on(live.trial, **attrs)
-            searcher.study.tell(live.trial, state=TrialState.FAIL)
-            continue
-        cost = {"params": score["params"], "flops": score["flops"]}
-        attrs.update(status=TrialStatus.COMPLETE.value, val_acc_final=score["val_acc"], val_acc_best=score["val_acc"],
-                     val_top5_final=score["val_top5"], epochs_run=0, train_s=score["score_s"], **cost)
-        TrialAttrs.set_on(live.trial, **attrs)
-        measured = {"val_acc": score["val_acc"], **cost}
-        searcher.study.tell(live.trial, [float(measured[o]) for o in searcher.encoding.space.objectives])
+    def _collect(self, ref) -> None:
+        ids = self.in_flight.pop(ref)
+        try:
+            scores = ray.get(ref)
+        except Exception as exc:  # the task's worker was lost
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            scores = [ArchScore(failed=True, task_failed=True, reason=f"the scoring task's worker failed: {first}",
+                                traceback=str(exc))] * len(ids)
+        if scores and scores[0].task_failed:
+            self._task_failed(ids, scores[0])
+            return
+        self.failed_tasks = 0
+        for trial_id, score in zip(ids, scores, strict=True):
+            self.searcher.tell_score(trial_id, score)
+
+    def _task_failed(self, ids: list[str], score: ArchScore) -> None:
+        """Not the archs' failure: they run again (interrupted); a few such tasks in a row stop the search."""
+        record_interrupted(self.searcher.study, [self.searcher.live.pop(i).trial.number for i in ids])
+        self.asked -= len(ids)
+        self.failed_tasks += 1
+        if self.failed_tasks >= MAX_FAILED_TASKS:
+            kept = _keep_text(self.plan, "scoring", score.traceback)
+            raise NasAttnError(f"oneshot: {MAX_FAILED_TASKS} scoring tasks in a row could not score ({score.reason}; "
+                               f"traceback: {kept}); every score told is kept")
+
+    def give_back(self) -> None:
+        for ref in self.in_flight:
+            ray.cancel(ref, force=True)
+        left = [self.searcher.live.pop(i).trial.number for ids in self.in_flight.values() for i in ids]
+        self.in_flight.clear()
+        if left:
+            record_interrupted(self.searcher.study, left)
 
 
 # -- both: the predicted front, retrained -----------------------------------------------------------------------
 
-def enqueue_retraining(plan: SearchPlan, study: optuna.Study) -> list[int]:
-    """The predictions whose archs are retrained from scratch (their trial numbers); those not enqueued yet are
-    enqueued now, each carrying ``retrain_of``. The pick depends only on the completed predictions, so a resume
-    picks the same archs and enqueues none twice."""
-    space = plan.space
+def enqueue_retraining(space: SearchSpace, study: optuna.Study) -> list[int]:
+    """The predictions whose archs are retrained from scratch (their trial numbers), picked once and kept in the
+    study (:class:`~nas_attn.records.RetrainPicks`), so that a resume retrains the same archs whatever finished;
+    those without a retraining yet are enqueued, each carrying ``retrain_of``. A resume that added predictions
+    (a larger ``--trials``) adds the picks of the new predicted front to the kept ones."""
     trials = study.get_trials(deepcopy=False)
-    trained = {t.user_attrs.get("arch") for t in trials if t.state == TrialState.COMPLETE
-               and not is_prediction(t.user_attrs.get("evaluation"))}
-    best: dict[str, optuna.trial.FrozenTrial] = {}
-    acc = space.objectives.index("val_acc")
-    for t in trials:  # one candidate per arch (a sampler may propose an arch twice): its best prediction
-        arch = t.user_attrs.get("arch")
-        if t.state != TrialState.COMPLETE or not is_prediction(t.user_attrs.get("evaluation")) or arch in trained:
-            continue
-        if arch not in best or t.values[acc] > best[arch].values[acc]:
-            best[arch] = t
-    picks = pick_for_retraining([(t.number, t.values) for t in best.values()], space.directions,
-                                space.strategy.retrain_top_k)
+    predicted = [t for t in trials if t.state == TrialState.COMPLETE and is_prediction(t.user_attrs.get("evaluation"))]
+    newest = max((t.number for t in predicted), default=-1)
+    kept = RetrainPicks.of(study)
+    if kept is None or newest > kept.upto:
+        before = kept.picks if kept is not None else []
+        new = _pick(space, trials, predicted, space.strategy.retrain_top_k)
+        kept = RetrainPicks(before + [n for n in new if n not in before], newest)
+        kept.save_on(study)
     enqueued = {t.user_attrs.get("retrain_of") for t in trials}
     by_number = {t.number: t for t in trials}
-    for n in picks:
+    for n in kept.picks:
         if n not in enqueued:
             study.enqueue_trial(by_number[n].params, user_attrs={"evaluation": "scratch", "retrain_of": n})
-    return picks
+    return kept.picks
 
+
+def _pick(space: SearchSpace, trials: list, predicted: list, k: int) -> list[int]:
+    """The predicted front's picks (:func:`~nas_attn.strategy.pick_for_retraining`): one candidate per arch (a
+    sampler may propose an arch twice: its best prediction), none already trained from scratch in the prediction
+    phase (the vanilla trial of inherit)."""
+    trained = {t.user_attrs.get("arch") for t in trials if t.state == TrialState.COMPLETE
+               and t.user_attrs.get("evaluation") == "scratch" and t.user_attrs.get("retrain_of") is None}
+    acc = space.objectives.index("val_acc")
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in predicted:
+        arch = t.user_attrs.get("arch")
+        if arch not in trained and (arch not in best or t.values[acc] > best[arch].values[acc]):
+            best[arch] = t
+    return pick_for_retraining([(t.number, t.values) for t in best.values()], space.objectives, k)
