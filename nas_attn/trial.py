@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,14 @@ def prepare_worker(context: TrialContext) -> None:
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable: train one arch, report every epoch, checkpoint the final weights."""
     t0 = time.perf_counter()
+    _reporting_failure(context, lambda device, where: _train_and_report(TrialConfig.from_config(config), context,
+                                                                       device, where, t0))
+
+
+def _reporting_failure(context: TrialContext, body: Callable[[str, dict[str, Any]], None]) -> None:
+    """Run ``body(device, where)`` in a Tune trial's worker; what it raises is reported as the trial's failure
+    (its first line and traceback: the search records it and goes on). ``where`` (node, device, and what
+    ``body`` adds to it in place) goes with the failure."""
     from ray import tune
 
     where: dict[str, Any] = {}
@@ -87,9 +96,10 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     give_back_memory()
     try:
         prepare_worker(context)
-        device, where = _placement(context.threads)
-        _train_and_report(TrialConfig.from_config(config), context, device, where, t0)
-    except Exception as exc:  # recorded as a failed trial with its reason and traceback; the search goes on
+        device, placed = _placement(context.threads)
+        where.update(placed)
+        body(device, where)
+    except Exception as exc:
         tune.report(failure_report(exc, where).to_result())
 
 
@@ -213,17 +223,10 @@ def retrain(arch_json: str, context: TrialContext, seed: int) -> tuple[float, fl
 
 def run_supernet(config: dict[str, Any], context: TrialContext, space) -> None:
     """Ray Tune function trainable: train the supernet of ``space``, checkpointing its whole training state every
-    epoch (a killed search resumes from the last one: ``config["resume"]``, or Tune's own after a lost worker)."""
-    from ray import tune
-
-    where: dict[str, Any] = {}
-    give_back_memory()
-    try:
-        prepare_worker(context)
-        device, where = _placement(context.threads)
-        _train_supernet(SupernetConfig.from_config(config), context, space, device, where)
-    except Exception as exc:  # the driver stops the search with its reason; the traceback is kept
-        tune.report(failure_report(exc, where).to_result())
+    epoch (a killed search resumes from the last one: ``config["resume"]``, or Tune's own after a lost worker). A
+    failure is reported: the driver stops the search with its reason and keeps the traceback."""
+    _reporting_failure(context, lambda device, where: _train_supernet(SupernetConfig.from_config(config), context,
+                                                                      space, device, where))
 
 
 def _train_supernet(config: SupernetConfig, context: TrialContext, space, device: str, where: dict) -> None:

@@ -39,6 +39,7 @@ from nas_attn.records import (
     TrialReport,
 )
 from nas_attn.results import count_finished, interrupted_trials, trial_status
+from nas_attn.search.tuning import run_trials
 from nas_attn.searcher import StudySearcher
 from nas_attn.space import SearchSpace
 from nas_attn.stopping import StopRequest
@@ -93,8 +94,6 @@ def _report_resume(plan: SearchPlan, study: optuna.Study, what: str, remaining: 
 
 def _tune_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialContext, attempt: int,
                 stop: StopRequest, remaining: int, name: str, inherit_epochs: int | None = None) -> None:
-    from nas_attn.search.tuning import run_trials
-
     finished = count_finished_where(study, lambda a: True)
     searcher = run_trials(plan, study, encoding, context, remaining, finished, attempt, stop,
                           inherit_epochs=inherit_epochs, total=finished + remaining, name=name)
@@ -126,9 +125,12 @@ class SupernetRecorder(tune.Callback):
         self.failure: TrialReport | None = None
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        failure = TrialReport.from_result(result)
+        if failure.failed:
+            self.failure = failure
+            return
         report = SupernetReport.from_result(result)
-        if report is None:
-            self.failure = TrialReport.from_result(result)
+        if report is None:  # a result of Tune's own, without an epoch
             return
         self.epoch = report.epoch
         self.say(f"supernet: epoch {report.epoch}/{self.epochs}, training loss {report.train_loss:.4f} "
@@ -155,8 +157,8 @@ def train_supernet_phase(plan: SearchPlan, study: optuna.Study, context: TrialCo
     say(f"oneshot: training the supernet for {epochs} epoch(s)" +
         (f", from its epoch {resume.epoch}" if resume else ""))
     recorder = SupernetRecorder(study, plan, epochs, stop, say)
-    results = _supernet_tuner(plan, context, attempt, stop, recorder,
-                              SupernetConfig(plan.space.recipe.seed, epochs, resume and resume.checkpoint)).fit()
+    config = SupernetConfig(plan.space.recipe.seed, epochs, resume.checkpoint if resume else None)
+    results = _supernet_tuner(plan, context, attempt, stop, recorder, config).fit()
     if stop.failure is not None:
         raise stop.failure
     stop.check("the supernet's training was stopped; a resume goes on from its last epoch")
@@ -241,7 +243,8 @@ class Scoring:
                                max_calls=0)(score_with_supernet)
         self.context, self.space = ray.put(context), ray.put(plan.space)
         self.in_flight: dict[Any, list[str]] = {}
-        self.asked = 0
+        self.asked = 0  #: archs handed out and not given back
+        self.issued = 0  #: ids handed out (never reused: an arch given back comes again under a new id)
         self.failed_tasks = 0
 
     def run(self, todo: int, stop: StopRequest, say: Say) -> None:
@@ -262,9 +265,10 @@ class Scoring:
         while self.asked < todo and len(self.in_flight) < slots and not self.searcher.too_tight:
             ids = []
             for _ in range(min(batch, todo - self.asked)):
-                trial_id = f"score-{self.attempt}-{self.asked + len(ids)}"
+                trial_id = f"score-{self.attempt}-{self.issued}"
                 if not isinstance(self.searcher.suggest(trial_id), dict):
                     break
+                self.issued += 1
                 ids.append(trial_id)
             if not ids:
                 return
