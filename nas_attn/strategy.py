@@ -37,17 +37,21 @@ class Strategy:
     supernet_epochs: int = 1
     #: archs of the predicted front trained from scratch afterwards
     retrain_top_k: int = 4
+    #: oneshot: archs the sampler proposes and the supernet scores (default: 16 times the trials budget)
+    scored: int = 1
     #: oneshot: training images BatchNorm statistics are re-estimated on, per arch
     bn_images: int = 1024
     #: oneshot: archs one scoring task takes (it loads the supernet once)
     score_batch: int = 8
 
     @classmethod
-    def resolve(cls, given: dict[str, Any], recipe_epochs: int) -> Strategy:
-        """``given``: the space file's ``strategy:`` keys that were set (and a flag's name over them)."""
+    def resolve(cls, given: dict[str, Any], recipe_epochs: int, trials: int) -> Strategy:
+        """``given``: the space file's ``strategy:`` keys that were set (and a flag's name over them); the
+        defaults follow the run's recipe and trials budget."""
         values = {k: v for k, v in given.items() if v is not None}
         values.setdefault("inherit_epochs", max(1, recipe_epochs // 2))
         values.setdefault("supernet_epochs", 3 * recipe_epochs)
+        values.setdefault("scored", 16 * trials)
         return cls(**values)
 
     @property
@@ -68,8 +72,8 @@ class Strategy:
             return (f"inherit (fine-tune {self.inherit_epochs} epoch(s) from the vanilla trial; retrain top "
                     f"{self.retrain_top_k})")
         if self.name == "oneshot":
-            return (f"oneshot (supernet {self.supernet_epochs} epoch(s), BatchNorm on {self.bn_images} images; "
-                    f"retrain top {self.retrain_top_k})")
+            return (f"oneshot (supernet {self.supernet_epochs} epoch(s); {self.scored} archs scored, BatchNorm on "
+                    f"{self.bn_images} images; retrain top {self.retrain_top_k})")
         return "scratch"
 
 

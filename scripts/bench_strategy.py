@@ -258,11 +258,10 @@ def compare_hv(args) -> dict:
     from nas_attn.search.driver import run_search
 
     results = Path(tempfile.mkdtemp(prefix="bench_hv_"))
-    space = _with_retrain_top_k(args.space, args.hv_top_k, results)
+    space = _with_strategy(args.space, results, scored=args.hv_scored, retrain_top_k=args.hv_top_k)
     common = {"results_dir": str(results), "quiet": True, "full_budget": args.full_budget,
               "data_root": args.data_root}
-    oneshot = _search_figures(run_search(space, strategy="oneshot", trials=args.hv_scored, run_id="oneshot",
-                                         **common))
+    oneshot = _search_figures(run_search(space, strategy="oneshot", run_id="oneshot", **common))
     # equal compute: the trials a scratch search fits in the oneshot search's wall time at the same concurrency
     per_trial = oneshot["retrain_wall_s_mean"]
     if not per_trial:
@@ -278,16 +277,16 @@ def compare_hv(args) -> dict:
             if scratch["hypervolume"] else None, "results_dir": str(results)}
 
 
-def _with_retrain_top_k(name: str, k: int, folder: Path) -> str:
-    """A copy of the space file (same name, so the same run folders) whose ``strategy.retrain_top_k`` is ``k``:
-    no flag sets it, a space file does."""
+def _with_strategy(name: str, folder: Path, **settings) -> str:
+    """A copy of the space file (same name, so the same run folders) with these ``strategy:`` settings: no flag
+    sets them, a space file does."""
     import yaml
 
     from nas_attn.space import load_space
 
     source = load_space(name).path
     data = yaml.safe_load(source.read_text())
-    data.setdefault("strategy", {})["retrain_top_k"] = k
+    data.setdefault("strategy", {}).update(settings)
     copy = folder / source.name
     copy.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(copy)

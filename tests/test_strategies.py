@@ -83,9 +83,11 @@ def _space(tmp_path, extra="", extra_search="", name="strat"):
 
 def test_strategy_defaults_follow_the_recipe(tmp_path):
     space = load_space(str(_space(tmp_path)))
-    assert space.strategy == Strategy("scratch", inherit_epochs=2, supernet_epochs=12)
-    run = space.for_run(RunSettings(strategy="oneshot", epochs=2), cpu_budget=False, num_classes=10, in_chans=1)
+    assert space.strategy == Strategy("scratch", inherit_epochs=2, supernet_epochs=12, scored=16 * 32)
+    run = space.for_run(RunSettings(strategy="oneshot", epochs=2, trials=5), cpu_budget=False, num_classes=10,
+                        in_chans=1)
     assert run.strategy.name == "oneshot" and run.strategy.supernet_epochs == 6 and run.strategy.inherit_epochs == 1
+    assert run.strategy.scored == 80  # 16 x the trials budget
     given = load_space(str(_space(tmp_path, "strategy: {name: inherit, inherit_epochs: 3, retrain_top_k: 2}")))
     assert (given.strategy.name, given.strategy.inherit_epochs, given.strategy.retrain_top_k) == ("inherit", 3, 2)
     assert "evaluation inherit (fine-tune 3 epoch(s)" in given.summary()
@@ -97,6 +99,7 @@ def test_strategy_defaults_follow_the_recipe(tmp_path):
     ("strategy: {name: fewshot}", "strategy.name"),
     ("strategy: {retrain_top_k: 0}", "strategy.retrain_top_k"),
     ("strategy: {supernet_epochs: -1}", "strategy.supernet_epochs"),
+    ("strategy: {scored: 0}", "strategy.scored"),
     ("strategy: {bn_image: 5}", "bn_image"),
 ])
 def test_a_bad_strategy_section_is_one_line_naming_the_key(tmp_path, extra, message):
@@ -345,8 +348,9 @@ def test_inherit_end_to_end_killed_in_each_phase(tmp_path):
 @pytest.mark.slow
 def test_oneshot_end_to_end_killed_in_each_phase(tmp_path):
     name = "oneshotting"
-    space = write_space(tmp_path / f"{name}.yaml", textwrap.dedent(E2E.replace("TRIALS", "10").replace(
-        "STRATEGY", "{name: oneshot, supernet_epochs: 4, retrain_top_k: 2, score_batch: 2, bn_images: 128}")))
+    space = write_space(tmp_path / f"{name}.yaml", textwrap.dedent(E2E.replace("TRIALS", "3").replace(
+        "STRATEGY", "{name: oneshot, supernet_epochs: 4, scored: 10, retrain_top_k: 2, score_batch: 2, "
+                    "bn_images: 128}")))
     conditions = [
         lambda s: 1 <= (s.user_attrs.get("supernet") or {}).get("epoch", 0) < 4,  # the supernet training
         lambda s: len(_complete(s, _predictions)) >= 2,  # scoring

@@ -3,8 +3,9 @@
 - ``inherit``: Ray Tune runs the space's trials, the vanilla backbone first (from scratch) and every other arch
   fine-tuned from its weights (:class:`~nas_attn.searcher.StudySearcher` with ``inherit_epochs``).
 - ``oneshot``: the supernet is trained as one Ray Tune trial that checkpoints its whole training state every
-  epoch (the study records the last one, so a killed search goes on from it); then the sampler proposes the
-  space's trials, scored in batches by Ray tasks spread over the workers, each told to the study as it returns.
+  epoch (the study records the last one, so a killed search goes on from it); then the sampler proposes
+  ``strategy.scored`` archs, scored in batches by Ray tasks spread over the workers, each told to the study as
+  it returns.
 - both: the ``retrain_top_k`` archs of the predicted front are enqueued (``retrain_of``) and trained from
   scratch as ordinary trials.
 
@@ -57,7 +58,7 @@ def run_strategy(plan: SearchPlan, study: optuna.Study, encoding, context: Trial
     strategy = plan.space.strategy
     if strategy.name == "inherit":
         remaining = _remaining(study, plan.space.trials, _predicting)
-        _report_resume(plan, study, "prediction", remaining, say)
+        _report_resume(plan, "prediction", plan.space.trials, remaining, say)
         _tune_phase(plan, study, encoding, context, attempt, stop, remaining, "inherit",
                     inherit_epochs=strategy.inherit_epochs)
     else:
@@ -87,9 +88,9 @@ def _remaining(study: optuna.Study, budget: int, keep: Callable[[TrialAttrs], bo
     return max(0, budget - count_finished_where(study, keep))
 
 
-def _report_resume(plan: SearchPlan, study: optuna.Study, what: str, remaining: int, say: Say) -> None:
+def _report_resume(plan: SearchPlan, what: str, budget: int, remaining: int, say: Say) -> None:
     if plan.run.resuming:
-        say(f"resume: {plan.space.trials - remaining} {what}(s) already finished, {remaining} to go")
+        say(f"resume: {budget - remaining} {what}(s) already finished, {remaining} to go")
 
 
 def _tune_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialContext, attempt: int,
@@ -207,11 +208,11 @@ MAX_FAILED_TASKS = 3
 
 def score_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialContext, checkpoint: str,
                 attempt: int, stop: StopRequest, say: Say) -> None:
-    """The space's trials proposed by the sampler and scored by the supernet, ``score_batch`` archs per Ray task,
-    one task per trial slot at once; each score told to the study as it returns (a prediction: ``oneshot``)."""
+    """``strategy.scored`` archs proposed by the sampler and scored by the supernet, ``score_batch`` archs per Ray
+    task, one task per trial slot at once; each score told to the study as it returns (a prediction: ``oneshot``)."""
     space, res, strategy = plan.space, plan.resources, plan.space.strategy
-    todo = _remaining(study, space.trials, _predicting)
-    _report_resume(plan, study, "scored arch", todo, say)
+    todo = _remaining(study, strategy.scored, _predicting)
+    _report_resume(plan, "scored arch", strategy.scored, todo, say)
     if not todo:
         return
     say(f"oneshot: scoring {todo} arch(s) on the supernet, {strategy.score_batch} per task, {res.concurrency} "
@@ -258,7 +259,7 @@ class Scoring:
                 self._collect(ref)
             if ready:
                 done = count_finished_where(self.searcher.study, _predicting)
-                say(f"oneshot: {done}/{self.plan.space.trials} scored ({time.time() - t0:.0f} s)")
+                say(f"oneshot: {done}/{self.plan.space.strategy.scored} scored ({time.time() - t0:.0f} s)")
 
     def _launch(self, todo: int) -> None:
         batch, slots = self.plan.space.strategy.score_batch, self.plan.resources.concurrency

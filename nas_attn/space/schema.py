@@ -207,6 +207,7 @@ class StrategySection(Section):
     inherit_epochs: Annotated[int, Field(ge=1, le=10_000)] | None = None
     supernet_epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
     retrain_top_k: Annotated[int, Field(ge=1, le=10_000)] = 4
+    scored: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     bn_images: Annotated[int, Field(ge=1, le=10_000_000)] = 1024
     score_batch: Annotated[int, Field(ge=1, le=100_000)] = 8
 

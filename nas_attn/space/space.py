@@ -142,7 +142,7 @@ class SearchSpace:
         """How candidates are evaluated, its defaults resolved against this space's recipe (so a CPU budget's
         fewer epochs give fewer fine-tuning and supernet epochs too)."""
         given = {**self.file.strategy.given(), "name": self.strategy_name or self.file.strategy.name}
-        return Strategy.resolve(given, self.recipe.epochs)
+        return Strategy.resolve(given, self.recipe.epochs, self.trials)
 
     def sampler_request(self, seed: int) -> SamplerRequest:
         """What this space's sampler factory is given: the file's ``sampler.options`` go to the sampler the
