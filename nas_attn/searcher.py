@@ -159,14 +159,20 @@ class StudySearcher(Searcher):
         vanilla = [t for t in self.study.get_trials(deepcopy=False) if _is_vanilla_training(t)]
         for t in vanilla:
             if t.state == TrialState.COMPLETE:
-                self._vanilla_checkpoint = TrialAttrs.of(t, history=False).checkpoint
+                attrs = TrialAttrs.of(t, history=False)
+                self._vanilla_checkpoint = attrs.checkpoint
+                if attrs.status == TrialStatus.INFEASIBLE.value:  # told, never trained
+                    self.too_tight = (f"the vanilla backbone breaks the constraints ({attrs.reason}), and weight "
+                                      f"inheritance needs it trained: loosen the constraints or use another strategy")
+                    return Searcher.FINISHED
                 if self._vanilla_checkpoint is None:  # its checkpoint was never recorded (a failed study write)
                     self.too_tight = (f"the vanilla trial {t.number} recorded no checkpoint: weight inheritance has "
                                       f"nothing to start from; start a new run (another --run-id)")
                     return Searcher.FINISHED
                 return False
-        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in vanilla):
-            return None if all(t.state == TrialState.RUNNING for t in vanilla) else False
+        active = [t for t in vanilla if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        if active:  # training (other slots wait: None), or enqueued (this ask hands it out)
+            return None if all(t.state == TrialState.RUNNING for t in active) else False
         interrupted = interrupted_trials(self.study)
         failed = [t for t in vanilla if t.state == TrialState.FAIL and t.number not in interrupted]
         if failed and self._vanilla_retried:
@@ -182,8 +188,15 @@ class StudySearcher(Searcher):
     # -- the one-shot strategy: archs scored by the supernet, outside Tune ------------------------------------
     def tell_score(self, trial_id: str, score: ArchScore) -> None:
         """Tell the study a supernet's score of the arch handed out as ``trial_id`` (a prediction: ``oneshot``),
-        or its failure (recorded with its traceback)."""
+        or its failure (recorded with its traceback). A study that cannot be written stops the search
+        (``on_failure``), as in :meth:`on_trial_complete`."""
         live = self.live.pop(trial_id)
+        try:
+            self._tell_score(live, score)
+        except (OSError, JournalWriteError) as exc:
+            self._storage_failed(exc)
+
+    def _tell_score(self, live: LiveTrial, score: ArchScore) -> None:
         attrs: dict[str, Any] = {"evaluation": "oneshot", "wall_s": round(time.time() - live.started, 3),
                                  **{k: getattr(score, k) for k in ("node", "node_id", "device") if getattr(score, k)}}
         if score.failed:

@@ -267,12 +267,23 @@ def score_with_supernet(archs: list[str], uri: str, context: TrialContext, space
     except Exception as exc:
         return [ArchScore.failure(failure_report(exc, where), task=True)] * len(archs)
     out = []
-    for text in archs:
-        try:
-            out.append(_score(text, trained, splits, bn_images, where))
-        except Exception as exc:  # this arch's failure, recorded with its traceback; the batch goes on
-            out.append(ArchScore.failure(failure_report(exc, where)))
+    try:
+        for text in archs:
+            try:
+                out.append(_score(text, trained, splits, bn_images, where))
+            except Exception as exc:  # this arch's failure, recorded with its traceback; the batch goes on
+                out.append(ArchScore.failure(failure_report(exc, where)))
+    finally:  # the worker is kept for the next task: the supernet and its images go, and the GPU's cache
+        del trained, splits
+        _empty_cuda_cache()
     return out
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _load_supernet(uri: str, context: TrialContext, space, device: str):

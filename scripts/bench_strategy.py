@@ -286,7 +286,7 @@ def _with_strategy(name: str, folder: Path, **settings) -> str:
 
     source = load_space(name).path
     data = yaml.safe_load(source.read_text())
-    data.setdefault("strategy", {}).update(settings)
+    data["strategy"] = {**(data.get("strategy") or {}), **settings}
     copy = folder / source.name
     copy.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(copy)

@@ -180,6 +180,18 @@ def test_inheritance_stops_when_the_vanilla_trial_failed_and_reruns_an_interrupt
     assert [t.state for t in vanillas] == [TrialState.FAIL] * 3  # interrupted, failed, failed: no fourth
 
 
+def test_while_the_vanilla_trial_is_retried_the_other_slots_wait(tmp_path):
+    searcher, study = _inherit_searcher(tmp_path)
+    searcher.suggest("t0")
+    live = searcher.live.pop("t0").trial
+    TrialAttrs.set_on(live, status="failed", reason="RuntimeError: out of memory")
+    study.tell(live, state=TrialState.FAIL)
+    retry = TrialConfig.from_config(searcher.suggest("t1"))
+    assert json.loads(retry.arch)["placements"] == []
+    assert searcher.suggest("t2") is None and searcher.suggest("t3") is None  # no arch trained meanwhile
+    assert len(study.trials) == 2
+
+
 def test_a_vanilla_trial_without_a_checkpoint_is_not_trained_again(tmp_path):
     searcher, study = _inherit_searcher(tmp_path)
     searcher.suggest("t0")
@@ -217,12 +229,31 @@ def test_the_picks_are_kept_whatever_retrainings_finished(tmp_path):
         study.tell(trial, [0.1 * len(seen), 1e6 * len(seen)])
     picks = enqueue_retraining(space, study)
     assert len(picks) == 2
-    retrain, _ = encoding.ask(study)  # the first enqueued retraining, trained and complete
+    retrain, arch = encoding.ask(study)  # the first enqueued retraining, trained and complete
     assert retrain.user_attrs["retrain_of"] == picks[0] and retrain.user_attrs["evaluation"] == "scratch"
+    TrialAttrs.set_on(retrain, arch=arch.to_json())  # as the searcher records it
     study.tell(retrain, [0.05, 1e6])
     assert enqueue_retraining(space, study) == picks  # the same picks, though one arch is now trained
     waiting = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
     assert [t.user_attrs["retrain_of"] for t in waiting] == [picks[1]]
+
+    # a resume with a larger budget adds a prediction that dominates everything: it is picked too, the kept
+    # picks stay, and no arch already picked is picked again
+    while True:
+        trial, arch = encoding.ask(study)
+        if trial.number not in picks and arch.to_json() not in seen:
+            break
+        study.tell(trial, state=TrialState.FAIL)
+    TrialAttrs.set_on(trial, arch=arch.to_json(), evaluation="oneshot")
+    study.tell(trial, [0.99, 1.0])
+    more = enqueue_retraining(space, study)
+    assert more[:2] == picks and trial.number in more[2:]
+    archs = [study.trials[n].user_attrs["arch"] for n in more]
+    assert len(archs) == len(set(archs))
+    study.set_user_attr("retrain_picks", "damaged")  # picked again from the predictions, nothing enqueued twice
+    again = enqueue_retraining(space, study)
+    retrain_of = [t.user_attrs.get("retrain_of") for t in study.get_trials(deepcopy=False)]
+    assert set(again) <= set(retrain_of) and all(retrain_of.count(n) == 1 for n in again)
 
 
 # -- end to end: each strategy, killed in each phase, resumed -----------------------------------------------------

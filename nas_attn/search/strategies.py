@@ -181,7 +181,10 @@ def _supernet_tuner(plan: SearchPlan, context: TrialContext, attempt: int, stop:
     the newest)."""
     res = plan.resources
     gpu = 1 if res.gpus_per_trial > 0 else 0
-    cpu = res.cpus_per_trial if gpu or not local_ray(plan.options) else res.cpus_per_trial * res.concurrency
+    # capped at the machine's CPUs: a concurrency above what fits (a flag, a cpu_budget) only queues trials,
+    # but a supernet asking for more than there is would wait for ever
+    cpu = res.cpus_per_trial if gpu or not local_ray(plan.options) else min(
+        res.cpus_per_trial * res.concurrency, max(res.cpus_per_trial, res.cluster_cpus))
     context = replace(context, threads=max(1, int(cpu)), gpus_per_trial=float(gpu))
     trainable = tune.with_resources(tune.with_parameters(run_supernet, context=context, space=plan.space),
                                     {"cpu": cpu, "gpu": gpu})
@@ -202,7 +205,8 @@ def _keep_text(plan: SearchPlan, name: str, text: str) -> str:
 
 # -- oneshot: scoring -------------------------------------------------------------------------------------------
 
-#: scoring tasks in a row that could not score at all (supernet not loaded, worker lost) before the search stops
+#: scoring tasks in a row (beyond one per slot: a shared cause fails the tasks in flight together) that could
+#: not load the supernet before the search stops
 MAX_FAILED_TASKS = 3
 
 
@@ -247,6 +251,7 @@ class Scoring:
         self.asked = 0  #: archs handed out and not given back
         self.issued = 0  #: ids handed out (never reused: an arch given back comes again under a new id)
         self.failed_tasks = 0
+        self.told = count_finished_where(searcher.study, _predicting)
 
     def run(self, todo: int, stop: StopRequest, say: Say) -> None:
         t0 = time.time()
@@ -258,8 +263,7 @@ class Scoring:
             for ref in ready:
                 self._collect(ref)
             if ready:
-                done = count_finished_where(self.searcher.study, _predicting)
-                say(f"oneshot: {done}/{self.plan.space.strategy.scored} scored ({time.time() - t0:.0f} s)")
+                say(f"oneshot: {self.told}/{self.plan.space.strategy.scored} scored ({time.time() - t0:.0f} s)")
 
     def _launch(self, todo: int) -> None:
         batch, slots = self.plan.space.strategy.score_batch, self.plan.resources.concurrency
@@ -283,9 +287,9 @@ class Scoring:
         ids = self.in_flight.pop(ref)
         try:
             scores = ray.get(ref)
-        except Exception as exc:  # the task's worker was lost
+        except Exception as exc:  # the worker died (after Ray's retries): an arch may kill it, so its archs fail
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            scores = [ArchScore(failed=True, task_failed=True, reason=f"the scoring task's worker failed: {first}",
+            scores = [ArchScore(failed=True, reason=f"the scoring task's worker died: {first}"[:500],
                                 traceback=str(exc))] * len(ids)
         if scores and scores[0].task_failed:
             self._task_failed(ids, scores[0])
@@ -293,16 +297,18 @@ class Scoring:
         self.failed_tasks = 0
         for trial_id, score in zip(ids, scores, strict=True):
             self.searcher.tell_score(trial_id, score)
+        self.told += len(ids)
 
     def _task_failed(self, ids: list[str], score: ArchScore) -> None:
-        """Not the archs' failure: they run again (interrupted); a few such tasks in a row stop the search."""
+        """The supernet could not be loaded: not the archs' failure, so they run again (interrupted); a few such
+        tasks in a row stop the search."""
         record_interrupted(self.searcher.study, [self.searcher.live.pop(i).trial.number for i in ids])
         self.asked -= len(ids)
         self.failed_tasks += 1
-        if self.failed_tasks >= MAX_FAILED_TASKS:
+        if self.failed_tasks >= MAX_FAILED_TASKS + self.plan.resources.concurrency - 1:
             kept = _keep_text(self.plan, "scoring", score.traceback)
-            raise NasAttnError(f"oneshot: {MAX_FAILED_TASKS} scoring tasks in a row could not score ({score.reason}; "
-                               f"traceback: {kept}); every score told is kept")
+            raise NasAttnError(f"oneshot: {self.failed_tasks} scoring tasks in a row could not load the supernet "
+                               f"({score.reason}; traceback: {kept}); every score told is kept")
 
     def give_back(self) -> None:
         for ref in self.in_flight:
@@ -326,7 +332,9 @@ def enqueue_retraining(space: SearchSpace, study: optuna.Study) -> list[int]:
     kept = RetrainPicks.of(study)
     if kept is None or newest > kept.upto:
         before = kept.picks if kept is not None else []
-        new = _pick(space, trials, predicted, space.strategy.retrain_top_k)
+        picked_archs = {t.user_attrs.get("arch") for t in trials if t.number in before}
+        new = _pick(space, trials, [t for t in predicted if t.user_attrs.get("arch") not in picked_archs],
+                    space.strategy.retrain_top_k)
         kept = RetrainPicks(before + [n for n in new if n not in before], newest)
         kept.save_on(study)
     enqueued = {t.user_attrs.get("retrain_of") for t in trials}
