@@ -89,6 +89,7 @@ def test_strategy_defaults_follow_the_recipe(tmp_path):
     assert run.strategy.name == "oneshot" and run.strategy.supernet_epochs == 6 and run.strategy.inherit_epochs == 1
     assert run.strategy.scored == 80  # 16 x the trials budget
     given = load_space(str(_space(tmp_path, "strategy: {name: inherit, inherit_epochs: 3, retrain_top_k: 2}")))
+    assert given.for_arch(given.arch([]), 1).strategy.name == "scratch"  # nas-attn train: from scratch
     assert (given.strategy.name, given.strategy.inherit_epochs, given.strategy.retrain_top_k) == ("inherit", 3, 2)
     assert "evaluation inherit (fine-tune 3 epoch(s)" in given.summary()
 

@@ -141,6 +141,8 @@ class SearchSpace:
     def strategy(self) -> Strategy:
         """How candidates are evaluated, its defaults resolved against this space's recipe (so a CPU budget's
         fewer epochs give fewer fine-tuning and supernet epochs too)."""
+        if self.fixed is not None:  # nas-attn train: one arch, trained from scratch whatever the file says
+            return Strategy.resolve({"name": "scratch"}, self.recipe.epochs, self.trials)
         given = {**self.file.strategy.given(), "name": self.strategy_name or self.file.strategy.name}
         return Strategy.resolve(given, self.recipe.epochs, self.trials)
 
