@@ -124,8 +124,20 @@ class TrialReport:
         return cls(epoch=epoch, **kw)
 
 
+class _TuneConfig:
+    """A record handed to a Ray Tune trial as its ``config``: a flat dictionary of its fields."""
+
+    def to_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """Read this record's fields from ``config`` (Tune's own keys ignored; missing ones default)."""
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
+
+
 @dataclass(frozen=True)
-class TrialConfig:
+class TrialConfig(_TuneConfig):
     """What the searcher hands a trial (Ray Tune's ``config``): the arch, its number and seed, and its cost where
     the driver counted it (a space with constraints: ``SearchSpace.counts_before_training``; else the trial
     counts it)."""
@@ -139,16 +151,10 @@ class TrialConfig:
     start_from: str | None = None
     epochs: int | None = None
 
-    def to_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> TrialConfig:
-        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
 
 
 @dataclass(frozen=True)
-class SupernetConfig:
+class SupernetConfig(_TuneConfig):
     """What the one-shot strategy hands its supernet trial (Ray Tune's ``config``)."""
 
     seed: int
@@ -156,12 +162,6 @@ class SupernetConfig:
     #: the last epoch's checkpoint of a killed search, to go on from (``None``: from the start)
     resume: str | None = None
 
-    def to_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SupernetConfig:
-        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,12 @@ def trial_status(t: optuna.trial.FrozenTrial, interrupted: frozenset[int] = froz
             optuna.trial.TrialState.PRUNED: TrialStatus.PRUNED}.get(t.state, TrialStatus.FAILED)
 
 
-def count_finished(study: optuna.Study) -> int:
-    """Trials that count against the budget (complete, pruned, failed)."""
+def count_finished(study: optuna.Study, keep: Callable[[TrialAttrs], bool] | None = None) -> int:
+    """Trials that count against the budget (complete, pruned, failed); with ``keep``, only those whose
+    attributes it keeps (one phase of a strategy: its predictions, its retrainings)."""
     interrupted = interrupted_trials(study)
-    return sum(trial_status(t, interrupted).finished for t in study.get_trials(deepcopy=False))
+    return sum(1 for t in study.get_trials(deepcopy=False) if trial_status(t, interrupted).finished
+               and (keep is None or keep(TrialAttrs.of(t, history=False))))
 
 
 def status_counts(trials: pd.DataFrame) -> dict[str, int]:

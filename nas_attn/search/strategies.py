@@ -39,7 +39,7 @@ from nas_attn.records import (
     TrialAttrs,
     TrialReport,
 )
-from nas_attn.results import count_finished, interrupted_trials, trial_status
+from nas_attn.results import count_finished
 from nas_attn.search.tuning import run_trials
 from nas_attn.searcher import StudySearcher
 from nas_attn.space import SearchSpace
@@ -77,15 +77,8 @@ def _predicting(attrs: TrialAttrs) -> bool:
     return attrs.retrain_of is None
 
 
-def count_finished_where(study: optuna.Study, keep: Callable[[TrialAttrs], bool]) -> int:
-    """Finished trials (complete, pruned, failed: they count against a budget) whose attributes ``keep``."""
-    interrupted = interrupted_trials(study)
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if trial_status(t, interrupted).finished and keep(TrialAttrs.of(t, history=False)))
-
-
 def _remaining(study: optuna.Study, budget: int, keep: Callable[[TrialAttrs], bool]) -> int:
-    return max(0, budget - count_finished_where(study, keep))
+    return max(0, budget - count_finished(study, keep))
 
 
 def _report_resume(plan: SearchPlan, what: str, budget: int, remaining: int, say: Say) -> None:
@@ -95,7 +88,7 @@ def _report_resume(plan: SearchPlan, what: str, budget: int, remaining: int, say
 
 def _tune_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialContext, attempt: int,
                 stop: StopRequest, remaining: int, name: str, inherit_epochs: int | None = None) -> None:
-    finished = count_finished_where(study, lambda a: True)
+    finished = count_finished(study)
     searcher = run_trials(plan, study, encoding, context, remaining, finished, attempt, stop,
                           inherit_epochs=inherit_epochs, total=finished + remaining, name=name)
     settle(plan, study, searcher, stop)
@@ -224,7 +217,7 @@ def score_phase(plan: SearchPlan, study: optuna.Study, encoding, context: TrialC
     searcher = StudySearcher(study, encoding, cost=complexity if space.counts_before_training else None,
                              run=plan.run, seed_base=space.recipe.seed, epochs=0, evaluation="oneshot",
                              on_failure=stop.fail)
-    scoring = Scoring(plan, searcher, checkpoint, context, attempt)
+    scoring = Scoring(plan, searcher, checkpoint, context, attempt, told=strategy.scored - todo)
     try:
         scoring.run(todo, stop, say)
     finally:  # also on a stop or an error: the archs handed out and not scored run again
@@ -241,7 +234,7 @@ class Scoring:
     (``score_with_supernet``: the worker keeps its process, torch imported once), told as they return."""
 
     def __init__(self, plan: SearchPlan, searcher: StudySearcher, checkpoint: str, context: TrialContext,
-                 attempt: int) -> None:
+                 attempt: int, told: int) -> None:
         res = plan.resources
         self.plan, self.searcher, self.checkpoint, self.attempt = plan, searcher, checkpoint, attempt
         self.task = ray.remote(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial,
@@ -251,7 +244,7 @@ class Scoring:
         self.asked = 0  #: archs handed out and not given back
         self.issued = 0  #: ids handed out (never reused: an arch given back comes again under a new id)
         self.failed_tasks = 0
-        self.told = count_finished_where(searcher.study, _predicting)
+        self.told = told  #: scores told, by this attempt and earlier ones
 
     def run(self, todo: int, stop: StopRequest, say: Say) -> None:
         t0 = time.time()
